@@ -1,0 +1,60 @@
+"""User-facing exception hierarchy.
+
+Every error a user can cause (bad slide, bad dataset, bad model file, bad option)
+is a subclass of :class:`WsiPipelineError`. The CLIs catch this base class, print a
+one-line message and exit non-zero; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class WsiPipelineError(Exception):
+    """Base class for errors caused by user input, reported without a traceback."""
+
+
+# --- slides -----------------------------------------------------------------
+class SlideError(WsiPipelineError):
+    """A slide cannot be used."""
+
+
+class SlideOpenError(SlideError):
+    """The file is missing, empty, truncated or not a slide format we can read."""
+
+
+class SlideReadError(SlideError):
+    """The slide opened but pixel data could not be read (e.g. corrupt tiles)."""
+
+
+class UnknownMppError(SlideError):
+    """The slide's microns-per-pixel is not in its metadata and was not given (--mpp)."""
+
+
+class NoTissueError(SlideError):
+    """The tissue detector found no tissue on the slide."""
+
+
+# --- models -----------------------------------------------------------------
+class ModelError(WsiPipelineError):
+    """A model cannot be found, built or loaded."""
+
+
+class ModelConfigError(ModelError):
+    """A model config file is missing, malformed or inconsistent."""
+
+
+class UnknownArchitectureError(ModelError):
+    """The architecture name is not in the model registry."""
+
+
+# --- datasets ---------------------------------------------------------------
+class DatasetError(WsiPipelineError):
+    """A patch dataset is missing, malformed or inconsistent."""
+
+
+# --- outputs / runs ---------------------------------------------------------
+class OutputError(WsiPipelineError):
+    """An output location cannot be written."""
+
+
+class OptionError(WsiPipelineError):
+    """A command-line option or config value is invalid."""

@@ -1,0 +1,97 @@
+"""Typed model configuration stored as ``config.json`` beside the weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from wsi_pipeline.errors import ModelConfigError
+
+#: PCam patches are level 2 of 40x Camelyon16 scans: 0.243 um/px * 4.
+PCAM_MPP = 0.972
+
+CONFIG_FILENAME = "config.json"
+WEIGHTS_FILENAME = "model.safetensors"
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a patch model and feed it pixels.
+
+    The model maps a float tensor ``(N, 3, patch_size, patch_size)`` (RGB scaled to
+    [0, 1], then ``(x - mean) / std``) to one logit per patch; the tumour
+    probability is ``sigmoid(logit)``.
+    """
+
+    architecture: str
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    patch_size: int = 96
+    mpp: float = PCAM_MPP
+    class_names: list[str] = field(default_factory=lambda: ["normal", "tumor"])
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    #: Optional centre crop (px) applied before the network, e.g. 32 for the study's variant.
+    center_crop: int | None = None
+    #: Optional stain normalisation: {"method": "macenko"|"reinhard", ...reference params}.
+    stain_normalization: dict[str, Any] | None = None
+    #: Free-form provenance: data summary, split, metrics, training settings.
+    data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.architecture, str) or not self.architecture:
+            raise ModelConfigError("model config: 'architecture' must be a non-empty string")
+        if int(self.patch_size) <= 0:
+            raise ModelConfigError(f"model config: patch_size must be > 0, got {self.patch_size}")
+        if float(self.mpp) <= 0:
+            raise ModelConfigError(f"model config: mpp must be > 0, got {self.mpp}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            raise ModelConfigError("model config: mean and std need 3 values, std > 0")
+        if len(self.class_names) != 2:
+            raise ModelConfigError("model config: class_names must name 2 classes (normal, tumour)")
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square the network actually sees."""
+        return self.center_crop or self.patch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ModelConfigError("model config must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelConfigError(f"model config: unknown keys {unknown}")
+        if "architecture" not in data:
+            raise ModelConfigError("model config: missing 'architecture'")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # wrong value types
+            raise ModelConfigError(f"model config: {exc}") from exc
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / CONFIG_FILENAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> ModelConfig:
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_FILENAME
+        if not path.is_file():
+            raise ModelConfigError(f"{path}: model config not found")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelConfigError(f"{path}: cannot parse model config: {exc}") from exc
+        return cls.from_dict(data)

@@ -1,0 +1,126 @@
+"""Save and load models as ``model.safetensors`` + ``config.json`` (no pickle)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wsi_pipeline.errors import ModelError
+from wsi_pipeline.models.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig
+from wsi_pipeline.models.registry import create_model
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+
+
+def default_model_dir() -> Path:
+    """Folder of the default model shipped inside the package."""
+    return DEFAULT_MODEL_DIR
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run patch model: module in eval mode plus its config."""
+
+    module: nn.Module
+    config: ModelConfig
+    path: Path
+    weights_sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name or self.path.name
+
+    def preprocess(self, patches: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` (any device) -> normalised float ``(N, 3, h, w)``."""
+        return preprocess_patches(patches, self.config)
+
+    @torch.inference_mode()
+    def predict_proba(self, patches: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Tumour probability for uint8 ``(N, H, W, 3)`` patches, on the module's device."""
+        device = next(self.module.parameters()).device
+        data = torch.as_tensor(patches)
+        out = []
+        for start in range(0, len(data), batch_size):
+            batch = self.preprocess(data[start : start + batch_size].to(device))
+            out.append(torch.sigmoid(self.module(batch).float().reshape(-1)).cpu())
+        if not out:
+            return np.zeros(0, dtype=np.float32)
+        return torch.cat(out).numpy()
+
+
+def preprocess_patches(patches: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """uint8 NHWC RGB -> float NCHW scaled to [0,1], centre-cropped and normalised."""
+    if patches.ndim != 4 or patches.shape[-1] != 3:
+        raise ModelError(f"expected patches of shape (N, H, W, 3), got {tuple(patches.shape)}")
+    x = patches.permute(0, 3, 1, 2).float().div_(255.0)
+    if config.center_crop:
+        h, w = x.shape[-2:]
+        c = config.center_crop
+        top, left = (h - c) // 2, (w - c) // 2
+        x = x[..., top : top + c, left : left + c]
+    mean = torch.tensor(config.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(config.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def save_model(directory: Path, module: nn.Module, config: ModelConfig) -> Path:
+    """Write weights + config into ``directory`` atomically (temp folder, then rename)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILENAME))
+        config.save(tmp)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_model(path: Path | str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model folder (or its ``config.json``); ``None`` loads the shipped default."""
+    folder = Path(path) if path is not None else default_model_dir()
+    if folder.is_file() and folder.name == CONFIG_FILENAME:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: model folder not found (expected {WEIGHTS_FILENAME} + {CONFIG_FILENAME})")
+    config = ModelConfig.load(folder / CONFIG_FILENAME)
+    weights = folder / WEIGHTS_FILENAME
+    if not weights.is_file():
+        raise ModelError(f"{weights}: weights file not found")
+    module = create_model(config.architecture, **config.arch_kwargs)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{weights}: cannot read weights: {exc}") from exc
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"{weights}: weights do not match architecture {config.architecture!r}: {str(exc).splitlines()[0]}"
+        ) from exc
+    module.eval().to(device)
+    module.to(memory_format=torch.channels_last)
+    return LoadedModel(module=module, config=config, path=folder, weights_sha256=file_sha256(weights))
