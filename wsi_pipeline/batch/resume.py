@@ -1,0 +1,90 @@
+"""Resume support: which slides already have complete, matching outputs; stale temp cleanup.
+
+A slide is skipped when ``OUT/<stem>/summary.json`` parses, all five outputs exist, and its
+``params_hash`` (model weights + result-changing options) equals the new run's. Everything else
+is redone. Temporary folders left by killed runs are removed before (and after) a run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Files/folders every finished slide output folder holds.
+OUTPUT_NAMES = ("heatmap.zarr", "summary.json", "tiles.csv", "tumor.geojson", "overlay.png")
+#: Marker in the names of in-progress output folders (``.<stem>.tmp-XXXX``).
+TEMP_MARKER = ".tmp"
+
+
+def slide_out_dir(out_root: Path, slide: Path) -> Path:
+    """Where a slide's outputs go: ``OUT/<slide stem>``."""
+    return Path(out_root) / Path(slide).stem
+
+
+def read_complete_summary(out_dir: Path) -> dict[str, Any] | None:
+    """The slide's summary when its output folder is complete, else ``None``."""
+    out_dir = Path(out_dir)
+    if not all((out_dir / name).exists() for name in OUTPUT_NAMES):
+        return None
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def is_up_to_date(out_dir: Path, params_hash: str) -> dict[str, Any] | None:
+    """The summary when ``out_dir`` is complete and made with ``params_hash``, else ``None``."""
+    summary = read_complete_summary(out_dir)
+    if summary is None or not params_hash or summary.get("params_hash") != params_hash:
+        return None
+    return summary
+
+
+@dataclass
+class ResumePlan:
+    """Slides to run and slides whose outputs can be kept (with their summaries)."""
+
+    todo: list[Path]
+    skipped: dict[Path, dict[str, Any]]
+
+
+def plan_resume(slides: list[Path], out_root: Path, params_hash: str, resume: bool = True) -> ResumePlan:
+    """Split ``slides`` into those to (re)do and those already done with the same parameters."""
+    todo: list[Path] = []
+    skipped: dict[Path, dict[str, Any]] = {}
+    for slide in slides:
+        summary = is_up_to_date(slide_out_dir(out_root, slide), params_hash) if resume else None
+        if summary is None:
+            todo.append(slide)
+        else:
+            skipped[slide] = summary
+    return ResumePlan(todo=todo, skipped=skipped)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the hidden temporary folders/files that outputs are built in before the rename."""
+    return name.startswith(".") and TEMP_MARKER in name
+
+
+def clean_stale_temp(out_root: Path) -> list[Path]:
+    """Remove temporary output folders/files under ``out_root`` left by killed runs.
+
+    Call only while no other run writes into ``out_root`` (one run per output folder).
+    """
+    out_root = Path(out_root)
+    removed: list[Path] = []
+    if not out_root.is_dir():
+        return removed
+    for entry in sorted(out_root.iterdir()):
+        if not is_temp_name(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed

@@ -1,0 +1,185 @@
+"""Run many slides on a Dask cluster: plan (resume), submit one task per slide, gather, report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from wsi_pipeline.batch.cluster import DEFAULT_ALLOWED_FAILURES, open_client, plan_workers
+from wsi_pipeline.batch.report import BatchReport, SlideRow, write_run_summary
+from wsi_pipeline.batch.resume import clean_stale_temp, plan_resume
+from wsi_pipeline.batch.worker import one_line, process_slide
+from wsi_pipeline.errors import OptionError, OutputError
+from wsi_pipeline.pipeline import InferenceOptions
+
+Echo = Callable[[str], Any]
+
+
+def check_unique_stems(slides: Sequence[Path]) -> None:
+    """Two slides with the same stem would write the same ``OUT/<stem>`` folder."""
+    seen: dict[str, Path] = {}
+    for slide in slides:
+        other = seen.setdefault(slide.stem, slide)
+        if other != slide:
+            raise OptionError(f"{slide}: same name as {other}; both would write to OUT/{slide.stem}")
+
+
+def resolve_model_path(model_path: str | Path | None) -> Path:
+    """Absolute model folder (workers on other nodes need a path, not ``None``)."""
+    from wsi_pipeline.models.io import default_model_dir
+
+    folder = Path(model_path) if model_path is not None else default_model_dir()
+    if folder.is_file():  # a config.json was given
+        folder = folder.parent
+    return folder.resolve()
+
+
+def compute_params_hash(model: Any, options: InferenceOptions) -> str:
+    """The hash ``run_slide`` records in summary.json for this model and these options."""
+    from wsi_pipeline.pipeline import params_hash
+
+    return params_hash(model, options)
+
+
+def _failure_text(exc: BaseException) -> str:
+    from distributed import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        return "worker process died every time it ran this slide (crash or out of memory)"
+    return f"{type(exc).__name__}: {one_line(exc)}"
+
+
+def _row_from_outcome(slide: Path, outcome: dict[str, Any]) -> SlideRow:
+    return SlideRow(
+        slide=str(slide),
+        status=outcome["status"],
+        slide_score=outcome.get("slide_score"),
+        n_tiles_tissue=outcome.get("n_tiles_tissue"),
+        seconds=outcome.get("seconds"),
+        error=outcome.get("error") or "",
+        worker=outcome.get("worker") or "",
+    )
+
+
+def _submit_and_gather(
+    client: Any,
+    todo: list[Path],
+    out_root: Path,
+    options: InferenceOptions,
+    model_path: Path,
+    torch_threads: int | None,
+    progress: bool,
+) -> dict[Path, SlideRow]:
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    futures = {}
+    stamp = f"{time.time_ns():x}"
+    for i, slide in enumerate(todo):
+        future = client.submit(
+            process_slide,
+            str(slide),
+            str(out_root),
+            options.to_dict(),
+            str(model_path),
+            torch_threads,
+            key=f"wsi-slide-{i}-{slide.stem}-{stamp}",
+            pure=False,
+            retries=0,
+        )
+        futures[future] = slide
+    rows: dict[Path, SlideRow] = {}
+    bar = tqdm(total=len(todo), unit="slide", desc="slides", disable=not progress, dynamic_ncols=True)
+    try:
+        for future in as_completed(list(futures)):
+            slide = futures[future]
+            exc = future.exception()
+            if exc is None:
+                rows[slide] = _row_from_outcome(slide, future.result())
+            else:
+                rows[slide] = SlideRow(slide=str(slide), status="failed", error=_failure_text(exc))
+            n_failed = sum(r.status == "failed" for r in rows.values())
+            bar.set_postfix(failed=n_failed, refresh=False)
+            bar.update(1)
+            future.release()
+    except BaseException:
+        client.cancel(list(futures))  # Ctrl-C: stop queued slides; outputs stay atomic
+        raise
+    finally:
+        bar.close()
+    return rows
+
+
+def run_batch(
+    slides: Sequence[str | Path],
+    out_root: str | Path,
+    options: InferenceOptions | None = None,
+    model_path: str | Path | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    allowed_failures: int = DEFAULT_ALLOWED_FAILURES,
+    echo: Echo = print,
+) -> BatchReport:
+    """Process ``slides`` into ``out_root`` on a Dask cluster, one task per slide.
+
+    Starts a local cluster of worker processes (``workers`` CPU workers, or one per GPU) unless
+    ``scheduler`` gives the address of a running one. Slides whose outputs are complete and made
+    with the same model and parameters are skipped (``resume``). A bad slide fails alone and is
+    recorded; a worker that dies mid-slide gets that slide rerun elsewhere. Writes
+    ``run_summary.csv``/``.json`` into ``out_root`` and returns the report.
+    """
+    from wsi_pipeline.models.io import load_model
+
+    started = time.perf_counter()
+    options = options or InferenceOptions()
+    slide_paths = [Path(s) for s in slides]
+    if not slide_paths:
+        raise OptionError("no slides to process")
+    check_unique_stems(slide_paths)
+    out_root = Path(out_root)
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out_root}: cannot create output folder: {exc}") from exc
+
+    model_dir = resolve_model_path(model_path)
+    params_hash = compute_params_hash(load_model(model_dir, device="cpu"), options)
+    stale = clean_stale_temp(out_root)
+    if stale:
+        echo(f"Removed {len(stale)} stale temporary folder(s) left by an earlier interrupted run.")
+    plan = plan_resume(slide_paths, out_root, params_hash, resume=resume)
+    if plan.skipped:
+        echo(f"Skipped {len(plan.skipped)} slide(s) already done with the same model and parameters.")
+
+    report = BatchReport(out_root=out_root, params_hash=params_hash, stale_removed=len(stale))
+    rows: dict[Path, SlideRow] = {}
+    for slide, summary in plan.skipped.items():
+        rows[slide] = SlideRow(
+            slide=str(slide),
+            status="skipped",
+            slide_score=summary.get("slide_score"),
+            n_tiles_tissue=summary.get("n_tiles_tissue"),
+            seconds=0.0,
+        )
+    if plan.todo:
+        local_plan = None if scheduler else plan_workers(workers, options.device)
+        with open_client(scheduler, local_plan, allowed_failures=allowed_failures, echo=echo) as client:
+            report.n_workers = len(client.scheduler_info()["workers"])
+            torch_threads = local_plan.torch_threads if local_plan else None
+            rows.update(
+                _submit_and_gather(client, plan.todo, out_root, options, model_dir, torch_threads, progress)
+            )
+        clean_stale_temp(out_root)  # temp folders of workers killed mid-slide during this run
+    report.rows = [rows[slide] for slide in slide_paths]
+    report.wall_seconds = time.perf_counter() - started
+    write_run_summary(report)
+    echo(report.one_line() + f"; summary: {report.csv_path}")
+    for row in report.rows:
+        if row.status == "failed":
+            echo(f"failed: {row.slide}: {row.error}")
+    return report
