@@ -34,7 +34,7 @@ class ClassFolderDataset(ImageFileDataset):
         )
         if stray:
             raise DatasetError(
-                f"{root}: image folders other than 0/ and 1/ (labels must be 0 or 1): "
+                f"{root}: {len(stray)} image folders other than 0/ and 1/ (labels must be 0 or 1): "
                 f"{format_offenders(stray)}"
             )
         paths: list[Path] = []

@@ -32,11 +32,11 @@ def default_workers() -> int:
 
 
 def format_offenders(items: Sequence[str], total: int | None = None) -> str:
-    """``'3 files: a, b, c'`` style list naming the first few offenders and the count."""
+    """``'a, b, c, ... (+7 more)'``: the first few offenders; ``total`` defaults to ``len(items)``."""
     total = len(items) if total is None else total
     shown = ", ".join(str(i) for i in items[:MAX_LISTED])
-    more = f", ... ({total - MAX_LISTED} more)" if total > MAX_LISTED else ""
-    return f"{total}: {shown}{more}"
+    more = f", ... (+{total - MAX_LISTED} more)" if total > MAX_LISTED else ""
+    return f"{shown}{more}"
 
 
 def _header_problem(path: Path) -> str | None:
@@ -174,5 +174,6 @@ def list_image_files(folder: Path) -> dict[str, Path]:
                 continue
             found[stem] = Path(entry.path)
     if clashes:
-        raise DatasetError(f"{folder}: several image files share an id: {format_offenders(sorted(clashes))}")
+        listed = format_offenders(sorted(clashes))
+        raise DatasetError(f"{folder}: {len(clashes)} ids have several image files: {listed}")
     return found

@@ -47,15 +47,15 @@ def read_labels_csv(path: Path) -> tuple[list[str], np.ndarray]:
         labels.append(int(raw))
     if short:
         lines = format_offenders([str(s) for s in short])
-        raise DatasetError(f"{path}: rows with missing columns, lines {lines}")
+        raise DatasetError(f"{path}: {len(short)} rows with missing columns, lines {lines}")
     if bad:
-        raise DatasetError(f"{path}: labels must be 0 or 1; bad rows {format_offenders(bad)}")
+        raise DatasetError(f"{path}: labels must be 0 or 1; {len(bad)} bad rows: {format_offenders(bad)}")
     if not ids:
         raise DatasetError(f"{path}: labels CSV has no rows")
     seen: set[str] = set()
     dups = sorted({i for i in ids if i in seen or seen.add(i)})
     if dups:
-        raise DatasetError(f"{path}: duplicate ids in labels CSV {format_offenders(dups)}")
+        raise DatasetError(f"{path}: {len(dups)} duplicate ids in labels CSV: {format_offenders(dups)}")
     return ids, np.asarray(labels, dtype=np.int64)
 
 

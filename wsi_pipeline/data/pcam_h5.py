@@ -99,7 +99,7 @@ class PCamH5Dataset(PatchDataset):
         if len(bad):
             items = [f"h5:{i}={labels[i]}" for i in bad[:5]]
             listed = format_offenders(items, len(bad))
-            raise DatasetError(f"{self.y_path}: labels must be 0 or 1; bad entries {listed}")
+            raise DatasetError(f"{self.y_path}: labels must be 0 or 1; {len(bad)} bad entries: {listed}")
         if n == 0:
             raise DatasetError(f"{self.x_path}: dataset holds no patches")
         self._labels = labels.astype(np.int64)
