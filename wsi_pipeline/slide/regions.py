@@ -1,0 +1,102 @@
+"""Resampled reads: a level-0 rectangle at any output size, and slide thumbnails.
+
+Reads come from the best pyramid level (never upsampling from a coarser one) and are resized
+the rest of the way with area averaging (PIL ``BOX``), or bicubic when upsampling. Large requests
+are processed in blocks, so memory stays bounded even for slides without a pyramid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from wsi_pipeline.slide.base import SlideReader
+
+MAX_BLOCK = 2048  # level pixels per side read at once
+
+
+def read_region_at_mpp(
+    reader: SlideReader,
+    x0: float,
+    y0: float,
+    width0: float,
+    height0: float,
+    out_w: int,
+    out_h: int,
+    max_block: int = MAX_BLOCK,
+) -> np.ndarray:
+    """RGB uint8 ``(out_h, out_w, 3)`` image of the level-0 rectangle ``(x0, y0, width0, height0)``.
+
+    Coordinates may be fractional. To read at a target resolution, pass
+    ``width0 = out_w * target_mpp / slide_mpp`` (same for height). Outside the slide is white.
+    """
+    out_w, out_h = int(out_w), int(out_h)
+    if out_w <= 0 or out_h <= 0 or width0 <= 0 or height0 <= 0:
+        raise ValueError(f"empty region request: {width0}x{height0} level-0 px -> {out_w}x{out_h}")
+    fx, fy = width0 / out_w, height0 / out_h  # level-0 px per output px
+    level = reader.best_level_for_downsample(min(fx, fy))
+    lds = reader.level_downsamples[level]
+    rx, ry = fx / lds, fy / lds  # level px per output px
+    block_w = max(1, int(max_block / max(rx, 1.0)))
+    block_h = max(1, int(max_block / max(ry, 1.0)))
+    if block_w >= out_w and block_h >= out_h:
+        return _read_block(reader, level, lds, x0, y0, fx, fy, out_w, out_h)
+    out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+    for oy in range(0, out_h, block_h):
+        oh = min(block_h, out_h - oy)
+        for ox in range(0, out_w, block_w):
+            ow = min(block_w, out_w - ox)
+            out[oy : oy + oh, ox : ox + ow] = _read_block(
+                reader, level, lds, x0 + ox * fx, y0 + oy * fy, fx, fy, ow, oh
+            )
+    return out
+
+
+read_region_scaled = read_region_at_mpp
+
+
+def _read_block(
+    reader: SlideReader, level: int, lds: float, x0: float, y0: float, fx: float, fy: float, ow: int, oh: int
+) -> np.ndarray:
+    u0, v0 = x0 / lds, y0 / lds  # level coordinates of the block
+    u1, v1 = u0 + ow * fx / lds, v0 + oh * fy / lds
+    exact = (
+        abs(fx - lds) < 1e-9 * lds
+        and abs(fy - lds) < 1e-9 * lds
+        and abs(u0 - round(u0)) < 1e-6
+        and abs(v0 - round(v0)) < 1e-6
+    )
+    if exact:
+        return reader.read_region(_level0_location(round(u0), round(v0), lds), level, (ow, oh))
+    margin = 1 if fx >= lds and fy >= lds else 3
+    lx0, ly0 = math.floor(u0) - margin, math.floor(v0) - margin
+    lx1, ly1 = math.ceil(u1) + margin, math.ceil(v1) + margin
+    pixels = reader.read_region(_level0_location(lx0, ly0, lds), level, (lx1 - lx0, ly1 - ly0))
+    resample = Image.Resampling.BOX if fx >= lds and fy >= lds else Image.Resampling.BICUBIC
+    image = Image.fromarray(pixels).resize((ow, oh), resample, box=(u0 - lx0, v0 - ly0, u1 - lx0, v1 - ly0))
+    return np.asarray(image)
+
+
+def _level0_location(lx: int, ly: int, lds: float) -> tuple[int, int]:
+    """Level-0 location whose level coordinate (location / downsample, floored) is exactly (lx, ly)."""
+    return (math.ceil(lx * lds - 1e-6), math.ceil(ly * lds - 1e-6))
+
+
+def thumbnail(
+    reader: SlideReader, max_size: int | None = 1024, downsample: float | None = None
+) -> np.ndarray:
+    """Whole-slide RGB thumbnail at ``downsample`` (level-0 px per thumbnail px) or fitting ``max_size``.
+
+    The level-0 px per thumbnail px along x and y are ``dimensions / thumbnail.shape``.
+    """
+    width, height = reader.dimensions
+    if downsample is None:
+        if max_size is None or max_size <= 0:
+            raise ValueError("thumbnail needs a positive max_size or downsample")
+        downsample = max(width, height) / max_size
+    downsample = max(float(downsample), 1e-9)
+    out_w = max(1, round(width / downsample))
+    out_h = max(1, round(height / downsample))
+    return read_region_at_mpp(reader, 0, 0, width, height, out_w, out_h)
