@@ -1,0 +1,137 @@
+"""Output writers and the atomic output folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import shapely
+from PIL import Image
+from shapely.geometry import shape
+
+from wsi_pipeline.aggregation import aggregate
+from wsi_pipeline.errors import OutputError
+from wsi_pipeline.writers import (
+    CellGeometry,
+    atomic_output_dir,
+    cells_to_geometry,
+    json_safe,
+    read_heatmap_zarr,
+    tumour_features,
+    write_geojson,
+    write_heatmap_zarr,
+    write_overlay_png,
+    write_summary,
+    write_tiles_csv,
+)
+
+
+def test_atomic_dir_appears_only_when_complete(tmp_path):
+    with atomic_output_dir(tmp_path, "slide") as tmp:
+        (tmp / "a.txt").write_text("x")
+        assert tmp.name.startswith(".slide.tmp-")
+        assert not (tmp_path / "slide").exists()
+    assert (tmp_path / "slide" / "a.txt").read_text() == "x"
+    assert [p.name for p in tmp_path.iterdir()] == ["slide"]
+
+
+def test_failure_removes_temp_and_keeps_previous_result(tmp_path):
+    (tmp_path / "slide").mkdir()
+    (tmp_path / "slide" / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_output_dir(tmp_path, "slide") as tmp:
+        (tmp / "new.txt").write_text("new")
+        raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.iterdir()] == ["slide"]
+    assert [p.name for p in (tmp_path / "slide").iterdir()] == ["old.txt"]
+
+
+def test_success_replaces_previous_result(tmp_path):
+    (tmp_path / "slide").mkdir()
+    (tmp_path / "slide" / "old.txt").write_text("old")
+    with atomic_output_dir(tmp_path, "slide") as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slide"]
+    assert [p.name for p in (tmp_path / "slide").iterdir()] == ["new.txt"]
+
+
+def test_output_root_that_is_a_file_is_an_output_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot create output folder"), atomic_output_dir(blocker, "s"):
+        pass
+
+
+def test_heatmap_zarr_round_trip(tmp_path):
+    hm = np.array([[0.1, np.nan, 0.9], [np.nan, 0.5, 0.0]], dtype=np.float32)
+    attrs = {"cell_size_um": 93.3, "origin": (1, 2), "mpp": np.float64(0.5), "score": float("nan")}
+    write_heatmap_zarr(tmp_path / "h.zarr", hm, attrs, chunk=2)
+    back, got = read_heatmap_zarr(tmp_path / "h.zarr")
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(hm))
+    np.testing.assert_allclose(back[~np.isnan(back)], hm[~np.isnan(hm)])
+    assert got == {"cell_size_um": 93.3, "origin": [1, 2], "mpp": 0.5, "score": None}
+
+
+def test_json_safe_and_summary(tmp_path):
+    data = {"a": np.int64(3), "b": np.array([1.5, np.inf]), "c": (tmp_path, float("nan"))}
+    assert json_safe(data) == {"a": 3, "b": [1.5, None], "c": [str(tmp_path), None]}
+    write_summary(tmp_path / "s.json", data)
+    assert json.loads((tmp_path / "s.json").read_text())["a"] == 3
+
+
+def test_tiles_csv_layout(tmp_path):
+    boxes = np.array([[0, 0, 187.2, 187.2], [187.2, 0, 187.2, 187.2]])
+    write_tiles_csv(tmp_path / "t.csv", boxes, np.array([0.25, 0.123456789]))
+    rows = list(csv.DictReader((tmp_path / "t.csv").read_text().splitlines()))
+    assert list(rows[0]) == ["minx", "miny", "width", "height", "prob_tumor"]
+    assert rows[1] == {"minx": "187", "miny": "0", "width": "187", "height": "187", "prob_tumor": "0.123457"}
+    with pytest.raises(ValueError, match="probabilities"):
+        write_tiles_csv(tmp_path / "x.csv", boxes, np.array([0.1]))
+
+
+def test_cells_to_geometry_unions_footprints():
+    geo = CellGeometry(origin_x=10.0, origin_y=20.0, size=4.0)
+    cells = np.array([[0, 0], [0, 1], [1, 1], [3, 3]])  # L-shape plus a separate cell
+    g = cells_to_geometry(cells, geo)
+    assert g.geom_type == "MultiPolygon" and len(g.geoms) == 2
+    assert g.area == pytest.approx(4 * 16)
+    assert g.bounds == (10.0, 20.0, 26.0, 36.0)
+    ring = np.argwhere(np.ones((3, 3), bool))
+    ring = ring[~((ring[:, 0] == 1) & (ring[:, 1] == 1))]
+    donut = cells_to_geometry(ring, geo)
+    assert donut.geom_type == "Polygon" and len(donut.interiors) == 1 and donut.area == pytest.approx(8 * 16)
+
+
+def test_geojson_is_a_qupath_annotation_collection(tmp_path):
+    hm = np.zeros((10, 10), dtype=np.float32)
+    hm[1:3, 1:4] = 0.9
+    hm[7, 7] = 0.8
+    agg = aggregate(hm, cell_um=50.0, tumor_threshold=0.5)
+    geo = CellGeometry(0.0, 0.0, 100.0)
+    write_geojson(tmp_path / "t.geojson", tumour_features(agg.regions, geo))
+    data = json.loads((tmp_path / "t.geojson").read_text())
+    assert data["type"] == "FeatureCollection" and len(data["features"]) == 2
+    for feature in data["features"]:
+        assert feature["type"] == "Feature"
+        assert feature["properties"]["objectType"] == "annotation"
+        assert feature["properties"]["classification"]["name"] == "Tumor"
+        assert shape(feature["geometry"]).is_valid
+    areas = sorted(shape(f["geometry"]).area for f in data["features"])
+    assert areas == [100.0**2, 6 * 100.0**2]
+    assert shapely.box(100, 100, 400, 300).equals(
+        shape(max(data["features"], key=lambda f: shape(f["geometry"]).area)["geometry"])
+    )
+
+
+def test_overlay_png_shows_heatmap(tmp_path):
+    thumb = np.full((100, 160, 3), 255, dtype=np.uint8)
+    hm = np.full((10, 16), np.nan, dtype=np.float32)
+    hm[:, :8] = 1.0
+    write_overlay_png(tmp_path / "o.png", thumb, 4.0, hm, CellGeometry(0, 0, 40.0), title="s")
+    image = np.asarray(Image.open(tmp_path / "o.png").convert("RGB"))
+    assert image.shape[0] > 100 and image.shape[1] > 160
+    # tumour half is coloured (inferno at 1.0 is pale yellow over white -> not pure white/grey)
+    colourful = (np.abs(image[..., 0].astype(int) - image[..., 2].astype(int)) > 60).sum()
+    assert colourful > 2000
