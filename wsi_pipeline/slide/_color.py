@@ -25,6 +25,8 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
 
 def composite_on_white(rgb: np.ndarray, alpha: np.ndarray, premultiplied: bool) -> np.ndarray:
     """Composite ``rgb`` (h, w, 3 uint8) with ``alpha`` (h, w uint8) over a white background."""
+    if alpha.size and int(alpha.min()) == 255:
+        return np.ascontiguousarray(rgb)
     if premultiplied:
         out = rgb.astype(np.uint16) + (255 - alpha.astype(np.uint16))[..., None]
         return np.minimum(out, 255).astype(np.uint8)

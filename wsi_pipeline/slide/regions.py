@@ -80,8 +80,9 @@ def _read_block(
 
 
 def _level0_location(lx: int, ly: int, lds: float) -> tuple[int, int]:
-    """Level-0 location whose level coordinate (location / downsample, floored) is exactly (lx, ly)."""
-    return (math.ceil(lx * lds - 1e-6), math.ceil(ly * lds - 1e-6))
+    """Level-0 location closest to level pixel (lx, ly): readers map location / downsample to the
+    nearest level pixel (OpenSlide blends by the remaining fraction, at most 0.5 / downsample)."""
+    return (round(lx * lds), round(ly * lds))
 
 
 def thumbnail(

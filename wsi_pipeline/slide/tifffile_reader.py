@@ -181,10 +181,11 @@ class TiffFileReader(SlideReader):
         if not 0 <= level < len(self._levels):
             raise ValueError(f"level {level} out of range 0..{len(self._levels) - 1}")
         lv = self._levels[level]
-        # Like OpenSlide: level coordinate = level-0 location / (mean) level downsample, floored.
+        # Like OpenSlide: level coordinate = level-0 location / (mean) level downsample. OpenSlide
+        # blends neighbours for fractional results; we take the nearest level pixel.
         ds = self.level_downsamples[level]
-        lx0 = int(math.floor(location[0] / ds + 1e-6))
-        ly0 = int(math.floor(location[1] / ds + 1e-6))
+        lx0 = int(math.floor(location[0] / ds + 0.5))
+        ly0 = int(math.floor(location[1] / ds + 0.5))
         out = np.full((height, width, lv.channels), _white_value(lv.key), dtype=lv.key.dtype)
         # Intersection of the request with the level.
         ix0, iy0 = max(lx0, 0), max(ly0, 0)

@@ -1,0 +1,206 @@
+"""Tissue detection on a low-resolution thumbnail.
+
+Pixels are tissue when their HSV saturation exceeds an Otsu threshold (clamped to
+``[min_saturation, max_saturation]`` so all-glass and all-tissue slides behave), they are not
+near-white and not black (scanner borders). The mask is then cleaned by a morphological closing,
+small holes are filled and small objects dropped. :class:`TissueMask` answers "what fraction of
+this level-0 rectangle is tissue" for many tiles at once through an integral image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import shapely
+from scipy import ndimage
+from shapely.geometry import MultiPolygon, Polygon
+from skimage.filters import gaussian, threshold_otsu
+from skimage.measure import find_contours
+from skimage.morphology import disk
+
+from wsi_pipeline.errors import NoTissueError
+from wsi_pipeline.slide.base import SlideReader
+from wsi_pipeline.slide.regions import thumbnail
+
+
+@dataclass(frozen=True)
+class TissueParams:
+    """Tunable settings of :func:`detect_tissue` (areas in um^2 when the slide mpp is known)."""
+
+    mask_mpp: float = 8.0  # um per mask pixel when the slide mpp is known
+    max_mask_size: int = 4096  # longest mask side (a quarter of it when the mpp is unknown)
+    min_saturation: float = 0.05
+    max_saturation: float = 0.15
+    white_level: int = 235  # a pixel whose darkest channel is above this is glass
+    black_level: int = 25  # a pixel whose brightest channel is below this is a black border
+    closing_um: float = 16.0
+    min_object_um2: float = 2000.0
+    max_hole_um2: float = 5000.0
+
+
+@dataclass
+class TissueMask:
+    """Boolean tissue mask with its geometry: mask pixel (i, j) covers level-0
+    ``[j*scale_x, (j+1)*scale_x) x [i*scale_y, (i+1)*scale_y)``."""
+
+    mask: np.ndarray
+    scale_x: float
+    scale_y: float
+    slide_size: tuple[int, int]
+    threshold: float = float("nan")  # saturation threshold used
+    _integral: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    @property
+    def scale(self) -> float:
+        """Mean level-0 px per mask px."""
+        return (self.scale_x + self.scale_y) / 2.0
+
+    @property
+    def is_empty(self) -> bool:
+        return not bool(self.mask.any())
+
+    @property
+    def tissue_fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+    def _table(self) -> np.ndarray:
+        if self._integral is None:
+            table = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), dtype=np.int64)
+            table[1:, 1:] = self.mask.astype(np.int64).cumsum(0).cumsum(1)
+            self._integral = table
+        return self._integral
+
+    def tile_fractions(self, xs: np.ndarray, ys: np.ndarray, w0: float, h0: float) -> np.ndarray:
+        """Tissue fraction (0..1) of each level-0 rectangle ``(xs[k], ys[k], w0, h0)``, vectorised.
+
+        Rectangle edges are rounded to the nearest mask pixel edge (at least one pixel, the one
+        holding the rectangle's centre); parts outside the mask count as no tissue.
+        """
+        xs = np.asarray(xs, dtype=np.float64)
+        ys = np.asarray(ys, dtype=np.float64)
+        height, width = self.mask.shape
+        j0, j1 = _span(xs, w0, self.scale_x)
+        i0, i1 = _span(ys, h0, self.scale_y)
+        area = (j1 - j0) * (i1 - i0)
+        cj0, cj1 = np.clip(j0, 0, width), np.clip(j1, 0, width)
+        ci0, ci1 = np.clip(i0, 0, height), np.clip(i1, 0, height)
+        table = self._table()
+        inside = table[ci1, cj1] - table[ci0, cj1] - table[ci1, cj0] + table[ci0, cj0]
+        return inside / area
+
+    def fraction_in(self, x0: float, y0: float, w0: float, h0: float) -> float:
+        """Tissue fraction of one level-0 rectangle."""
+        return float(self.tile_fractions(np.array([x0]), np.array([y0]), w0, h0)[0])
+
+    def polygons(self, simplify: float = 0.0) -> MultiPolygon:
+        """Tissue outline as a shapely MultiPolygon (with holes) in level-0 pixel coordinates."""
+        padded = np.pad(self.mask.astype(np.float32), 1)
+        rings = []
+        for contour in find_contours(padded, 0.5):
+            if len(contour) < 4:
+                continue
+            xy = np.column_stack([(contour[:, 1] - 0.5) * self.scale_x, (contour[:, 0] - 0.5) * self.scale_y])
+            ring = shapely.make_valid(Polygon(xy))
+            if not ring.is_empty and ring.area > 0:
+                rings.append(ring)
+        rings.sort(key=lambda g: g.area, reverse=True)
+        geometry = shapely.GeometryCollection()
+        for ring in rings:  # nested rings alternate tissue / hole
+            geometry = geometry.symmetric_difference(ring)
+        if simplify > 0:
+            geometry = geometry.simplify(simplify)
+        polys = [
+            g for g in getattr(geometry, "geoms", [geometry]) if isinstance(g, Polygon) and not g.is_empty
+        ]
+        for g in getattr(geometry, "geoms", []):
+            if isinstance(g, MultiPolygon):
+                polys.extend(g.geoms)
+        return MultiPolygon(polys)
+
+
+def _span(starts: np.ndarray, length: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.floor(starts / scale + 0.5).astype(np.int64)
+    hi = np.floor((starts + length) / scale + 0.5).astype(np.int64)
+    centre = np.floor((starts + length / 2.0) / scale).astype(np.int64)
+    small = hi <= lo
+    lo = np.where(small, centre, lo)
+    hi = np.where(small, centre + 1, hi)
+    return lo, hi
+
+
+def tissue_mask_from_rgb(
+    rgb: np.ndarray, um_per_px: float | None = None, params: TissueParams | None = None
+) -> tuple[np.ndarray, float]:
+    """Boolean tissue mask of an RGB uint8 thumbnail and the saturation threshold used.
+
+    ``um_per_px`` (of the thumbnail) converts the um-based morphology settings to pixels; when
+    unknown, 8 um/px is assumed.
+    """
+    params = params or TissueParams()
+    um_per_px = um_per_px or 8.0
+    pixels = rgb[..., :3].astype(np.float32)
+    high, low = pixels.max(axis=2), pixels.min(axis=2)
+    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1.0), 0.0)
+    saturation = gaussian(saturation, sigma=1.0, preserve_range=True)
+    try:
+        otsu = float(threshold_otsu(saturation))
+    except ValueError:  # constant image
+        otsu = params.min_saturation
+    threshold = float(np.clip(otsu, params.min_saturation, params.max_saturation))
+    mask = (saturation > threshold) & (low < params.white_level) & (high > params.black_level)
+    radius = int(round(params.closing_um / um_per_px))
+    if radius >= 1 and mask.any():
+        mask = ndimage.binary_closing(np.pad(mask, radius), disk(radius))[radius:-radius, radius:-radius]
+    px_area = um_per_px**2
+    mask = _fill_small_holes(mask, params.max_hole_um2 / px_area)
+    mask = _remove_small_objects(mask, params.min_object_um2 / px_area)
+    return mask, threshold
+
+
+def _remove_small_objects(mask: np.ndarray, min_pixels: float) -> np.ndarray:
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_pixels
+    keep[0] = False
+    return keep[labels]
+
+
+def _fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
+    holes, count = ndimage.label(~mask)
+    if count == 0:
+        return mask
+    sizes = np.bincount(holes.ravel())
+    border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+    fill = sizes <= max_pixels
+    fill[0] = False
+    fill[border] = False
+    return mask | fill[holes]
+
+
+def detect_tissue(
+    reader: SlideReader, mpp: float | None = None, params: TissueParams | None = None
+) -> TissueMask:
+    """Tissue mask of a slide from a thumbnail at ``params.mask_mpp`` um/px (``mpp`` = level-0 um/px,
+    or None when unknown: the thumbnail then fits ``max_mask_size / 4``)."""
+    params = params or TissueParams()
+    width, height = reader.dimensions
+    if mpp:
+        downsample = max(params.mask_mpp / mpp, max(width, height) / params.max_mask_size, 1.0)
+    else:
+        downsample = max(max(width, height) / (params.max_mask_size / 4), 1.0)
+    thumb = thumbnail(reader, downsample=downsample)
+    scale_x, scale_y = width / thumb.shape[1], height / thumb.shape[0]
+    um_per_px = mpp * (scale_x + scale_y) / 2 if mpp else None
+    mask, threshold = tissue_mask_from_rgb(thumb, um_per_px, params)
+    return TissueMask(mask, scale_x, scale_y, (width, height), threshold)
+
+
+def require_tissue(mask: TissueMask, slide: str | Path) -> TissueMask:
+    """Return ``mask``, or raise :class:`NoTissueError` naming the slide when it holds no tissue."""
+    if mask.is_empty:
+        raise NoTissueError(f"{slide}: no tissue found (the slide looks like blank glass)")
+    return mask
