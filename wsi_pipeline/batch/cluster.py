@@ -7,6 +7,7 @@ slide comes from torch threads and the slide reader's threads, so each CPU worke
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,10 @@ def visible_gpu_ids() -> list[str]:
     return [str(i) for i in range(count)]
 
 
+def _thread_env(threads: int) -> dict[str, str]:
+    return {TORCH_THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads)}
+
+
 def plan_workers(
     workers: int | None, device: str = "auto", cores: int | None = None, gpu_ids: list[str] | None = None
 ) -> ClusterPlan:
@@ -70,12 +75,12 @@ def plan_workers(
             raise OptionError(f"--workers {workers}: only {len(gpus)} GPU(s) visible, one worker per GPU")
         gpus = gpus[: workers or len(gpus)]
         torch_threads = max(1, cores // len(gpus))
-        envs = [{"CUDA_VISIBLE_DEVICES": g, TORCH_THREADS_ENV: str(torch_threads)} for g in gpus]
+        envs = [{"CUDA_VISIBLE_DEVICES": g, **_thread_env(torch_threads)} for g in gpus]
         return ClusterPlan(len(gpus), 1, torch_threads, envs, gpu=True)
     n = workers or max(1, cores // 2)
     torch_threads = max(1, cores // n)
     # Hide GPUs from CPU workers so "auto" never picks one up behind our back.
-    envs = [{TORCH_THREADS_ENV: str(torch_threads), "CUDA_VISIBLE_DEVICES": ""} for _ in range(n)]
+    envs = [{"CUDA_VISIBLE_DEVICES": "", **_thread_env(torch_threads)} for _ in range(n)]
     return ClusterPlan(n, 1, torch_threads, envs, gpu=False)
 
 
@@ -86,7 +91,7 @@ def start_local_cluster(
     from distributed import LocalCluster
     from distributed.worker_memory import parse_memory_limit
 
-    memory_limit = parse_memory_limit("auto", 1, plan.n_workers)
+    memory_limit = parse_memory_limit("auto", 1, plan.n_workers, logger=logging.getLogger(__name__))
     cluster = LocalCluster(
         n_workers=0,
         threads_per_worker=plan.threads_per_worker,
@@ -127,7 +132,8 @@ def open_client(
         try:
             n_workers = len(client.scheduler_info()["workers"])
             echo(
-                f"Connected to Dask scheduler {scheduler} ({n_workers} workers); dashboard: {client.dashboard_link}"
+                f"Connected to Dask scheduler {scheduler} ({n_workers} workers); "
+                f"dashboard: {client.dashboard_link}"
             )
             yield client
         finally:
@@ -139,7 +145,7 @@ def open_client(
     try:
         client = Client(cluster)
         try:
-            client.wait_for_workers(plan.n_workers, timeout=120)
+            client.wait_for_workers(plan.n_workers, timeout=90)
             kind = "GPU" if plan.gpu else "CPU"
             echo(
                 f"Started local Dask cluster: {plan.n_workers} {kind} worker process(es), "

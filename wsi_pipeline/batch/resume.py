@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: Files/folders every finished slide output folder holds.
-OUTPUT_NAMES = ("heatmap.zarr", "summary.json", "tiles.csv", "tumor.geojson", "overlay.png")
-#: Marker in the names of in-progress output folders (``.<stem>.tmp-XXXX``).
-TEMP_MARKER = ".tmp"
+from wsi_pipeline.writers import OUTPUT_NAMES, SUMMARY_NAME, TEMP_MARKER
+
+__all__ = ["OUTPUT_NAMES", "TEMP_MARKER", "ResumePlan", "clean_stale_temp", "is_up_to_date", "plan_resume"]
 
 
 def slide_out_dir(out_root: Path, slide: Path) -> Path:
@@ -30,7 +29,7 @@ def read_complete_summary(out_dir: Path) -> dict[str, Any] | None:
     if not all((out_dir / name).exists() for name in OUTPUT_NAMES):
         return None
     try:
-        summary = json.loads((out_dir / "summary.json").read_text())
+        summary = json.loads((out_dir / SUMMARY_NAME).read_text())
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) else None

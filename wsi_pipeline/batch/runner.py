@@ -123,6 +123,7 @@ def run_batch(
     resume: bool = True,
     progress: bool = True,
     allowed_failures: int = DEFAULT_ALLOWED_FAILURES,
+    connect_timeout: float = 30.0,
     echo: Echo = print,
 ) -> BatchReport:
     """Process ``slides`` into ``out_root`` on a Dask cluster, one task per slide.
@@ -137,6 +138,7 @@ def run_batch(
 
     started = time.perf_counter()
     options = options or InferenceOptions()
+    options.validate()
     slide_paths = [Path(s) for s in slides]
     if not slide_paths:
         raise OptionError("no slides to process")
@@ -168,7 +170,13 @@ def run_batch(
         )
     if plan.todo:
         local_plan = None if scheduler else plan_workers(workers, options.device)
-        with open_client(scheduler, local_plan, allowed_failures=allowed_failures, echo=echo) as client:
+        with open_client(
+            scheduler,
+            local_plan,
+            allowed_failures=allowed_failures,
+            connect_timeout=connect_timeout,
+            echo=echo,
+        ) as client:
             report.n_workers = len(client.scheduler_info()["workers"])
             torch_threads = local_plan.torch_threads if local_plan else None
             rows.update(

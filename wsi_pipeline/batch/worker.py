@@ -22,15 +22,6 @@ _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when this process sees a GPU, else ``cpu``."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def configure_torch_threads(threads: int | None) -> None:
     """Size torch's intra-op pool: explicit value, else ``$WSI_TORCH_THREADS``, else unchanged."""
     if threads is None:
@@ -44,7 +35,7 @@ def configure_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def get_model(model_path: str | None, device: str) -> Any:
+def get_model(model_path: str | None, device: Any) -> Any:
     """This process's cached :class:`LoadedModel` for ``(model_path, device)``."""
     from wsi_pipeline.models.io import load_model
 
@@ -71,6 +62,7 @@ def process_slide(
     torch_threads: int | None = None,
 ) -> dict[str, Any]:
     """Run one slide; return a small, picklable dict describing the outcome."""
+    from wsi_pipeline.inference import resolve_device
     from wsi_pipeline.pipeline import InferenceOptions, run_slide
 
     start = time.perf_counter()

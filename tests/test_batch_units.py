@@ -1,0 +1,136 @@
+"""Batch pieces that need no cluster: worker planning, run summary, resume checks, stale clean-up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from wsi_pipeline.batch.cluster import TORCH_THREADS_ENV, plan_workers
+from wsi_pipeline.batch.report import BatchReport, SlideRow, read_run_summary_csv, write_run_summary
+from wsi_pipeline.batch.resume import OUTPUT_NAMES, clean_stale_temp, is_up_to_date, plan_resume
+from wsi_pipeline.batch.runner import check_unique_stems, run_batch
+from wsi_pipeline.batch.worker import one_line
+from wsi_pipeline.errors import OptionError
+
+
+# --- worker planning ---------------------------------------------------------------------------
+def test_cpu_plan_splits_cores_between_worker_processes():
+    plan = plan_workers(2, device="cpu", cores=8)
+    assert (plan.n_workers, plan.threads_per_worker, plan.torch_threads, plan.gpu) == (2, 1, 4, False)
+    assert plan.envs == [{"CUDA_VISIBLE_DEVICES": "", TORCH_THREADS_ENV: "4", "OMP_NUM_THREADS": "4"}] * 2
+    assert plan_workers(None, device="cpu", cores=6).n_workers == 3  # default: one per two cores
+    assert plan_workers(3, device="cpu", cores=2).torch_threads == 1
+
+
+def test_gpu_plan_pins_one_worker_per_visible_gpu():
+    plan = plan_workers(None, device="auto", cores=16, gpu_ids=["0", "3"])
+    assert plan.gpu and plan.n_workers == 2 and plan.torch_threads == 8
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in plan.envs] == ["0", "3"]
+    assert plan_workers(1, device="cuda", cores=16, gpu_ids=["0", "3"]).envs[0]["CUDA_VISIBLE_DEVICES"] == "0"
+    # --device cpu ignores GPUs
+    assert not plan_workers(2, device="cpu", cores=4, gpu_ids=["0"]).gpu
+
+
+@pytest.mark.parametrize(
+    ("workers", "device", "gpus", "match"),
+    [
+        (0, "cpu", [], "--workers must be >= 1"),
+        (3, "auto", ["0", "1"], "only 2 GPU"),
+        (None, "cuda", [], "no CUDA GPU"),
+    ],
+)
+def test_bad_worker_requests_are_option_errors(workers, device, gpus, match):
+    with pytest.raises(OptionError, match=match):
+        plan_workers(workers, device=device, cores=4, gpu_ids=gpus)
+
+
+# --- run summary -------------------------------------------------------------------------------
+def test_run_summary_csv_and_json_twin(tmp_path):
+    report = BatchReport(out_root=tmp_path, params_hash="abc", wall_seconds=2.5, n_workers=2)
+    report.rows = [
+        SlideRow("a.tif", "done", 0.75, 12, 1.25, "", "host:1"),
+        SlideRow("b.tif", "skipped", 0.5, 3, 0.0),
+        SlideRow("c.tif", "failed", error="c.tif: not a slide, with a comma"),
+    ]
+    csv_path, json_path = write_run_summary(report)
+    rows = read_run_summary_csv(csv_path)
+    assert [r["status"] for r in rows] == ["done", "skipped", "failed"]
+    assert rows[0]["slide_score"] == "0.75" and rows[0]["n_tiles_tissue"] == "12"
+    assert rows[2]["slide_score"] == "" and rows[2]["error"] == "c.tif: not a slide, with a comma"
+    data = json.loads(json_path.read_text())
+    assert (data["n_done"], data["n_skipped"], data["n_failed"]) == (1, 1, 1)
+    assert [s["slide"] for s in data["slides"]] == ["a.tif", "b.tif", "c.tif"]
+    assert data["slides"][2]["slide_score"] is None
+    assert report.exit_code == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+    report.rows = report.rows[:2]
+    assert report.exit_code == 0
+
+
+def test_slide_row_rejects_unknown_status():
+    with pytest.raises(ValueError, match="status"):
+        SlideRow("a.tif", "interrupted")
+
+
+def test_one_line_keeps_first_line_only():
+    assert one_line(ValueError("first\nsecond")) == "first"
+    assert one_line(ValueError()) == "ValueError"
+
+
+# --- resume ------------------------------------------------------------------------------------
+def _fake_output(folder: Path, params_hash: str, missing: str | None = None) -> Path:
+    folder.mkdir(parents=True)
+    for name in OUTPUT_NAMES:
+        if name == missing:
+            continue
+        if name == "heatmap.zarr":
+            (folder / name).mkdir()
+        elif name == "summary.json":
+            (folder / name).write_text(json.dumps({"params_hash": params_hash, "slide_score": 0.25}))
+        else:
+            (folder / name).write_text("x")
+    return folder
+
+
+def test_resume_keeps_only_complete_outputs_with_the_same_params(tmp_path):
+    out = tmp_path / "out"
+    _fake_output(out / "same", "h1")
+    _fake_output(out / "other_params", "h0")
+    _fake_output(out / "no_overlay", "h1", missing="overlay.png")
+    _fake_output(out / "no_summary", "h1", missing="summary.json")
+    (out / "bad_json").mkdir()
+    for name in OUTPUT_NAMES:
+        (out / "bad_json" / name).write_text("{not json")
+    slides = [
+        Path(f"/slides/{n}.tif")
+        for n in ("same", "other_params", "no_overlay", "no_summary", "bad_json", "new")
+    ]
+    plan = plan_resume(slides, out, "h1")
+    assert list(plan.skipped) == [Path("/slides/same.tif")]
+    assert plan.skipped[Path("/slides/same.tif")]["slide_score"] == 0.25
+    assert [p.stem for p in plan.todo] == ["other_params", "no_overlay", "no_summary", "bad_json", "new"]
+    assert plan_resume(slides, out, "h1", resume=False).skipped == {}
+    assert is_up_to_date(out / "same", "") is None  # an empty hash never matches
+
+
+def test_clean_stale_temp_removes_only_temp_entries(tmp_path):
+    (tmp_path / ".a.tmp-123").mkdir()
+    (tmp_path / ".a.tmp-123" / "heatmap.zarr").mkdir()
+    (tmp_path / ".b.tmp-old-9").mkdir()
+    (tmp_path / ".run_summary.csv.x.tmp").write_text("half")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "notes.tmp").write_text("kept: not hidden")
+    removed = clean_stale_temp(tmp_path)
+    assert sorted(p.name for p in removed) == [".a.tmp-123", ".b.tmp-old-9", ".run_summary.csv.x.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "notes.tmp"]
+    assert clean_stale_temp(tmp_path / "missing") == []
+
+
+def test_two_slides_with_one_stem_are_refused(tmp_path):
+    check_unique_stems([Path("x/a.tif"), Path("x/b.tif")])
+    with pytest.raises(OptionError, match="same name"):
+        check_unique_stems([Path("x/a.tif"), Path("y/a.svs")])
+    with pytest.raises(OptionError, match="no slides"):
+        run_batch([], tmp_path / "out")
