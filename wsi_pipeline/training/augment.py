@@ -1,0 +1,174 @@
+"""Batched training augmentation on float tensors ``(N, 3, H, W)`` in [0, 1] (any device).
+
+- the 8 dihedral views (4 rotations x optional flip), chosen per sample;
+- colour jitter in HSV space (hue shift, saturation and value scaling);
+- stain augmentation in HED space (per-channel scale and shift of the optical densities);
+- random crops whose centre stays near the patch centre (the label lives in the centre 32 px).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+#: RGB <- HED stain vectors (Ruifrok & Johnston), rows: haematoxylin, eosin, DAB.
+RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
+RGB_FROM_HED = RGB_FROM_HED / RGB_FROM_HED.norm(dim=1, keepdim=True)
+HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
+_OD_EPS = 1.0 / 255.0
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """View ``k`` in 0..7 of the dihedral group: rotate by ``k % 4`` quarter turns, then
+    flip left-right when ``k >= 4``."""
+    if not 0 <= k < 8:
+        raise ValueError(f"dihedral index must be in 0..7, got {k}")
+    out = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(out, dims=(-1,)) if k >= 4 else out
+
+
+def inverse_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Undo :func:`dihedral` with the same ``k``."""
+    if not 0 <= k < 8:
+        raise ValueError(f"dihedral index must be in 0..7, got {k}")
+    out = torch.flip(x, dims=(-1,)) if k >= 4 else x
+    return torch.rot90(out, -(k % 4), dims=(-2, -1))
+
+
+def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Apply an independent random dihedral view to each sample of a square batch."""
+    ks = torch.randint(0, 8, (x.shape[0],), generator=generator, device="cpu")
+    out = torch.empty_like(x)
+    for k in range(8):
+        idx = (ks == k).nonzero().flatten().to(x.device)
+        if len(idx):
+            out[idx] = dihedral(x[idx], k)
+    return out
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, H, W)`` RGB in [0, 1] -> HSV with all channels in [0, 1]."""
+    r, g, b = rgb.unbind(1)
+    maxc, argmax = rgb.max(1)
+    minc = rgb.min(1).values
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(
+        argmax == 0, ((g - b) / safe) % 6, torch.where(argmax == 1, (b - r) / safe + 2, (r - g) / safe + 4)
+    )
+    h = torch.where(delta > 0, h / 6.0, torch.zeros_like(h))
+    s = torch.where(
+        maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc)
+    )
+    return torch.stack([h, s, maxc], 1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv`."""
+    h, s, v = hsv.unbind(1)
+    h6 = (h % 1.0) * 6.0
+    k = torch.stack([(5 + h6) % 6, (3 + h6) % 6, (1 + h6) % 6], 1)
+    f = torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+    return v.unsqueeze(1) - (v * s).unsqueeze(1) * f
+
+
+def _uniform(
+    n: int, spread: float, centre: float, ref: torch.Tensor, gen: torch.Generator | None
+) -> torch.Tensor:
+    u = torch.rand(n, generator=gen, device="cpu").to(ref.device, ref.dtype)
+    return (centre + (2 * u - 1) * spread).view(n, 1, 1)
+
+
+def hsv_jitter(
+    x: torch.Tensor,
+    hue: float = 0.04,
+    saturation: float = 0.25,
+    value: float = 0.2,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-sample random hue shift (+-hue of a turn), saturation and value scaling (x(1+-s))."""
+    n = x.shape[0]
+    h, s, v = rgb_to_hsv(x).unbind(1)
+    h = h + _uniform(n, hue, 0.0, x, generator)
+    s = (s * _uniform(n, saturation, 1.0, x, generator)).clamp(0, 1)
+    v = (v * _uniform(n, value, 1.0, x, generator)).clamp(0, 1)
+    return hsv_to_rgb(torch.stack([h, s, v], 1)).clamp(0, 1)
+
+
+def rgb_to_hed(x: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1] -> HED stain concentrations (colour deconvolution of optical densities)."""
+    od = -torch.log(x.clamp_min(_OD_EPS))
+    m = HED_FROM_RGB.to(x.device, x.dtype)
+    return torch.einsum("nchw,cd->ndhw", od, m)
+
+
+def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
+    m = RGB_FROM_HED.to(hed.device, hed.dtype)
+    od = torch.einsum("nchw,cd->ndhw", hed, m)
+    return torch.exp(-od).clamp(0, 1)
+
+
+def hed_jitter(
+    x: torch.Tensor, scale: float = 0.05, shift: float = 0.05, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Stain augmentation: per sample and stain, ``c * U(1-scale, 1+scale) + U(-shift, shift)``
+    applied to the haematoxylin, eosin and DAB concentrations, then back to RGB."""
+    n = x.shape[0]
+    hed = rgb_to_hed(x)
+    alpha = torch.stack([_uniform(n, scale, 1.0, x, generator) for _ in range(3)], 1)
+    beta = torch.stack([_uniform(n, shift, 0.0, x, generator) for _ in range(3)], 1)
+    return hed_to_rgb(hed * alpha + beta)
+
+
+def random_crop_nhwc(
+    x: torch.Tensor, size: int, jitter: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Per-sample crop of ``size`` px from ``(N, H, W, C)`` whose offset is the centred one
+    +- ``jitter`` px (``jitter=0``: centre crop). Works on uint8 or float."""
+    n, h, w = x.shape[:3]
+    if size > min(h, w):
+        raise ValueError(f"crop {size} larger than patch {h}x{w}")
+    top0, left0 = (h - size) // 2, (w - size) // 2
+    jitter = max(0, min(jitter, top0, left0, h - size - top0, w - size - left0))
+    if jitter == 0:
+        return x[:, top0 : top0 + size, left0 : left0 + size]
+    dy = torch.randint(-jitter, jitter + 1, (n,), generator=generator, device="cpu").to(x.device)
+    dx = torch.randint(-jitter, jitter + 1, (n,), generator=generator, device="cpu").to(x.device)
+    ar = torch.arange(size, device=x.device)
+    rows = (top0 + dy)[:, None] + ar[None, :]
+    cols = (left0 + dx)[:, None] + ar[None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return x[batch, rows[:, :, None], cols[:, None, :]]
+
+
+@dataclass
+class AugmentSettings:
+    """What :class:`Augmenter` does; all off gives the identity."""
+
+    dihedral: bool = True
+    hsv: bool = False
+    hue: float = 0.04
+    saturation: float = 0.25
+    value: float = 0.2
+    hed: bool = False
+    hed_scale: float = 0.05
+    hed_shift: float = 0.05
+
+
+class Augmenter:
+    """Applies the enabled augmentations to float ``(N, 3, H, W)`` batches in [0, 1]."""
+
+    def __init__(self, settings: AugmentSettings, seed: int = 0) -> None:
+        self.settings = settings
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        s, g = self.settings, self.generator
+        if s.dihedral:
+            x = random_dihedral(x, g)
+        if s.hed:
+            x = hed_jitter(x, s.hed_scale, s.hed_shift, g)
+        if s.hsv:
+            x = hsv_jitter(x, s.hue, s.saturation, s.value, g)
+        return x

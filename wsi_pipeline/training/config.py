@@ -1,0 +1,180 @@
+"""Training settings: defaults reproduce the origin study; YAML files override them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wsi_pipeline.errors import OptionError
+from wsi_pipeline.training.augment import AugmentSettings
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("exponential", "cosine", "onecycle", "none")
+STAIN_METHODS = ("macenko", "reinhard")
+SELECT_METRICS = ("val_loss", "val_auc")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``wsi-train`` needs besides the data path and run folder.
+
+    The defaults are the study's: Adam (lr 1e-3, x0.9 per epoch), binary cross-entropy,
+    batch 32, 10 epochs, 10 % stratified validation split, early stopping on validation loss.
+    """
+
+    model: str = "seed_cnn"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "exponential"
+    lr_decay: float = 0.9
+    label_smoothing: float = 0.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    #: Stop after this many epochs without a better validation loss (0: never stop early).
+    early_stopping: int = 3
+    #: Which validation figure picks the best checkpoint.
+    select_metric: str = "val_loss"
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    #: The network sees the centre ``center_crop`` px of each patch (None: the whole patch);
+    #: in training the crop is shifted by up to ``crop_jitter`` px per sample.
+    center_crop: int | None = None
+    crop_jitter: int = 0
+    #: None, "macenko" or "reinhard" (fitted on the training set, applied again at inference).
+    stain_normalization: str | None = None
+    remove_outliers: bool = False
+    #: Per-channel input normalisation: "dataset" (training-set mean/std) or "none".
+    input_norm: str = "dataset"
+    #: Use only a stratified sample of this many patches (quick runs); None: all.
+    max_patches: int | None = None
+    device: str = "auto"
+    num_threads: int | None = None
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            self.augment = _build(AugmentSettings, self.augment, "augment")
+        elif isinstance(self.augment, bool):
+            self.augment = AugmentSettings(dihedral=self.augment)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`OptionError` naming the first bad value."""
+        checks: list[tuple[bool, str]] = [
+            (isinstance(self.model, str) and bool(self.model), f"model must be a name, got {self.model!r}"),
+            (isinstance(self.model_kwargs, dict), "model_kwargs must be a mapping"),
+            (
+                _is_int(self.epochs) and self.epochs >= 1,
+                f"epochs must be an integer >= 1, got {self.epochs!r}",
+            ),
+            (
+                _is_int(self.batch_size) and self.batch_size >= 2,
+                f"batch_size must be >= 2, got {self.batch_size!r}",
+            ),
+            (_is_num(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr!r}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (_is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (
+                self.lr_schedule in SCHEDULES,
+                f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}",
+            ),
+            (
+                _is_num(self.lr_decay) and 0 < self.lr_decay <= 1,
+                f"lr_decay must be in (0, 1], got {self.lr_decay!r}",
+            ),
+            (
+                _is_num(self.label_smoothing) and 0 <= self.label_smoothing < 0.5,
+                "label_smoothing must be in [0, 0.5)",
+            ),
+            (
+                _is_num(self.val_fraction) and 0 < self.val_fraction < 1,
+                f"val_fraction must be in (0, 1), got {self.val_fraction!r}",
+            ),
+            (_is_int(self.seed), f"seed must be an integer, got {self.seed!r}"),
+            (
+                _is_int(self.early_stopping) and self.early_stopping >= 0,
+                "early_stopping must be an integer >= 0",
+            ),
+            (self.select_metric in SELECT_METRICS, f"select_metric must be one of {SELECT_METRICS}"),
+            (
+                self.center_crop is None or (_is_int(self.center_crop) and 8 <= self.center_crop <= 96),
+                f"center_crop must be an integer in 8..96, got {self.center_crop!r}",
+            ),
+            (_is_int(self.crop_jitter) and self.crop_jitter >= 0, "crop_jitter must be an integer >= 0"),
+            (
+                self.stain_normalization in (None, *STAIN_METHODS),
+                f"stain_normalization must be null or one of {STAIN_METHODS}, got {self.stain_normalization!r}",  # noqa: E501
+            ),
+            (isinstance(self.remove_outliers, bool), "remove_outliers must be true or false"),
+            (
+                self.input_norm in ("dataset", "none"),
+                f"input_norm must be 'dataset' or 'none', got {self.input_norm!r}",
+            ),
+            (
+                self.max_patches is None or (_is_int(self.max_patches) and self.max_patches >= 4),
+                "max_patches must be null or an integer >= 4",
+            ),
+            (
+                isinstance(self.device, str) and self.device.split(":")[0] in ("auto", "cpu", "cuda"),
+                f"device must be auto, cpu or cuda[:N], got {self.device!r}",
+            ),
+            (
+                self.num_threads is None or (_is_int(self.num_threads) and self.num_threads >= 1),
+                "num_threads must be null or an integer >= 1",
+            ),
+            (_is_int(self.eval_batch_size) and self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise OptionError(f"training config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "training config") -> TrainConfig:
+        if not isinstance(data, dict):
+            raise OptionError(f"{source}: expected a mapping of settings")
+        return _build(cls, data, source)
+
+    @classmethod
+    def from_yaml(cls, path: Path | str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """Read a YAML file of settings; ``overrides`` (e.g. CLI options) win over the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise OptionError(f"{path}: training config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise OptionError(f"{path}: cannot parse YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(data, dict):
+            raise OptionError(f"{path}: expected a mapping of settings at top level")
+        data.update(overrides or {})
+        return _build(cls, data, str(path))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _build(cls: type, data: dict[str, Any], source: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise OptionError(f"{source}: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**data)
+    except OptionError as exc:
+        raise OptionError(f"{source}: {str(exc).removeprefix('training config: ')}") from None
+    except TypeError as exc:
+        raise OptionError(f"{source}: {exc}") from None
