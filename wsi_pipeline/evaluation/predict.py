@@ -1,0 +1,88 @@
+"""Run a patch model over a dataset: chunked reads (prefetched in a thread), optional 8-fold TTA."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from wsi_pipeline.data.base import PatchDataset
+from wsi_pipeline.errors import OptionError
+from wsi_pipeline.models.io import LoadedModel
+
+
+def dihedral_transforms() -> list[Callable[[np.ndarray], np.ndarray]]:
+    """The 8 symmetries of the square (4 rotations, each with and without a flip) on NHWC arrays."""
+
+    def make(k: int, flip: bool) -> Callable[[np.ndarray], np.ndarray]:
+        def apply(x: np.ndarray) -> np.ndarray:
+            y = x[:, :, ::-1] if flip else x
+            return np.ascontiguousarray(np.rot90(y, k, axes=(1, 2)))
+
+        return apply
+
+    return [make(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def predict_patches(
+    model: LoadedModel, patches: np.ndarray, batch_size: int = 256, tta: bool = False
+) -> np.ndarray:
+    """Tumour probabilities for uint8 NHWC ``patches``; with ``tta`` the mean over the 8 dihedral views."""
+    if not tta:
+        return model.predict_proba(patches, batch_size=batch_size)
+    total = np.zeros(len(patches), dtype=np.float64)
+    for transform in dihedral_transforms():
+        total += model.predict_proba(transform(patches), batch_size=batch_size)
+    return (total / 8.0).astype(np.float32)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise OptionError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return name
+
+
+def predict_dataset(
+    model: LoadedModel,
+    dataset: PatchDataset,
+    indices: np.ndarray | None = None,
+    batch_size: int = 256,
+    tta: bool = False,
+    progress: bool = False,
+    read_chunk: int = 1024,
+) -> np.ndarray:
+    """float32 tumour probabilities for ``indices`` of ``dataset`` (all by default), in that order.
+
+    The next chunk is read (decoded) in a background thread while the model runs on the current one.
+    """
+    if batch_size <= 0:
+        raise OptionError(f"batch size must be positive, got {batch_size}")
+    idx = np.arange(len(dataset), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+    out = np.empty(len(idx), dtype=np.float32)
+    chunk = max(batch_size, read_chunk)
+    starts = list(range(0, len(idx), chunk))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(idx), desc="evaluating" + (" (TTA x8)" if tta else ""), unit="patch")
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(dataset.read, idx[0:chunk]) if starts else None
+        for k, start in enumerate(starts):
+            patches = pending.result()
+            if k + 1 < len(starts):
+                nxt = starts[k + 1]
+                pending = reader.submit(dataset.read, idx[nxt : nxt + chunk])
+            out[start : start + len(patches)] = predict_patches(model, patches, batch_size, tta)
+            if bar is not None:
+                bar.update(len(patches))
+    if bar is not None:
+        bar.close()
+    return out
