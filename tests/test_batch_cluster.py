@@ -1,0 +1,269 @@
+"""Batch runs on a real Dask LocalCluster of 2 worker processes with real slides and a real model.
+
+One cluster is shared by the module (tests connect to it through ``scheduler=``), so the
+process start-up cost is paid once. Slides are small pyramidal TIFFs written with tifffile;
+the model is the deterministic ``mean_intensity_probe`` saved with ``save_model``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from model_helpers import save_probe_model
+from slide_factory import write_pyramidal_tiff
+
+from wsi_pipeline.batch.cluster import TORCH_THREADS_ENV, plan_workers, start_local_cluster
+from wsi_pipeline.batch.report import read_run_summary_csv
+from wsi_pipeline.batch.runner import run_batch
+from wsi_pipeline.errors import OptionError
+from wsi_pipeline.models import load_model
+from wsi_pipeline.pipeline import InferenceOptions, run_slide
+from wsi_pipeline.writers import read_heatmap_zarr
+
+GOOD = ("alpha", "bravo", "charlie")
+OPTIONS = InferenceOptions(device="cpu", batch_size=64, num_readers=1)
+
+
+def tissue_image(seed: int, size: int = 768) -> np.ndarray:
+    """White glass with one elliptic pink/purple 'tissue' region whose texture depends on ``seed``."""
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size, 3), 245, np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    blob = ((yy - size / 2) / (size * 0.42)) ** 2 + ((xx - size / 2) / (size * 0.38)) ** 2 < 1
+    mix = ((np.sin(xx / (17.0 + 6 * seed)) * np.cos(yy / 29.0) + 1) / 2)[..., None]
+    colour = np.array([225, 140, 185]) * mix + np.array([120, 70, 165]) * (1 - mix)
+    colour += rng.normal(0, 8, colour.shape)
+    img[blob] = np.clip(colour[blob], 0, 255).astype(np.uint8)
+    return img
+
+
+def _echo_to(lines: list[str]):
+    return lines.append
+
+
+def _heatmap(out_root: Path, stem: str) -> np.ndarray:
+    return read_heatmap_zarr(out_root / stem / "heatmap.zarr")[0]
+
+
+def _summary(out_root: Path, stem: str) -> dict:
+    return json.loads((out_root / stem / "summary.json").read_text())
+
+
+def _temp_entries(out_root: Path) -> list[str]:
+    return [p.name for p in out_root.iterdir() if ".tmp" in p.name]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Three good slides + one broken file, the probe model, and serial reference outputs."""
+    root = tmp_path_factory.mktemp("batch")
+    slide_dir = root / "slides"
+    slide_dir.mkdir()
+    good = [
+        write_pyramidal_tiff(slide_dir / f"{name}.tif", tissue_image(i), mpp=1.0)
+        for i, name in enumerate(GOOD)
+    ]
+    broken = slide_dir / "broken.tif"
+    broken.write_text("this is not a TIFF file\n")
+    model_dir = save_probe_model(root / "model", patch_size=32, mpp=1.0)
+    serial_out = root / "serial"
+    model = load_model(model_dir)
+    for slide in good:
+        run_slide(slide, serial_out, OPTIONS, model)
+    return {"root": root, "good": good, "broken": broken, "model": model_dir, "serial": serial_out}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real LocalCluster of 2 worker processes, started by our own start-up code."""
+    from distributed import Client
+
+    plan = plan_workers(2, device="cpu")
+    local = start_local_cluster(plan, allowed_failures=3)
+    client = Client(local)
+    client.wait_for_workers(2, timeout=90)
+    yield {"address": local.scheduler_address, "client": client, "plan": plan}
+    client.close()
+    local.close()
+
+
+def test_workers_are_separate_processes_with_thread_settings(cluster):
+    client = cluster["client"]
+    info = client.run(
+        lambda: (os.getpid(), os.environ.get(TORCH_THREADS_ENV), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    )
+    pids = {v[0] for v in info.values()}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert {v[1:] for v in info.values()} == {(str(cluster["plan"].torch_threads), "")}
+
+
+def test_batch_matches_serial_and_records_the_broken_slide(data, cluster, tmp_path):
+    out = tmp_path / "out"
+    lines: list[str] = []
+    slides = [*data["good"], data["broken"]]
+    report = run_batch(
+        slides,
+        out,
+        OPTIONS,
+        data["model"],
+        scheduler=cluster["address"],
+        progress=False,
+        echo=_echo_to(lines),
+    )
+    assert (report.n_done, report.n_skipped, report.n_failed, report.exit_code) == (3, 0, 1, 1)
+    assert report.n_workers == 2
+    for slide in data["good"]:
+        np.testing.assert_array_equal(_heatmap(out, slide.stem), _heatmap(data["serial"], slide.stem))
+        row = report.row(slide)
+        assert row.slide_score == pytest.approx(_summary(data["serial"], slide.stem)["slide_score"])
+        assert row.n_tiles_tissue == _summary(data["serial"], slide.stem)["n_tiles_tissue"] > 0
+    failed = report.row(data["broken"])
+    assert "broken.tif" in failed.error and "\n" not in failed.error
+    assert not (out / "broken").exists()
+    rows = read_run_summary_csv(out / "run_summary.csv")
+    assert [(r["slide"], r["status"]) for r in rows] == [(str(s), "done") for s in data["good"]] + [
+        (str(data["broken"]), "failed")
+    ]
+    twin = json.loads((out / "run_summary.json").read_text())
+    assert [s["status"] for s in twin["slides"]] == ["done", "done", "done", "failed"]
+    assert twin["n_failed"] == 1
+    assert _temp_entries(out) == []
+    assert any("failed: " in line and "broken.tif" in line for line in lines)
+
+
+def test_interrupted_run_resumes_to_a_complete_result(data, cluster, tmp_path):
+    out = tmp_path / "out"
+    first, second, third = data["good"]
+    # A run that got through two slides before being stopped ...
+    run_batch(
+        [first, second],
+        out,
+        OPTIONS,
+        data["model"],
+        scheduler=cluster["address"],
+        progress=False,
+        echo=_echo_to([]),
+    )
+    # ... leaving a half-written temp folder for the third and an incomplete folder.
+    (out / f".{third.stem}.tmp-killed").mkdir()
+    (out / f".{third.stem}.tmp-killed" / "tiles.csv").write_text("row,col\n1,")
+    shutil.copytree(out / first.stem, out / third.stem)
+    (out / third.stem / "overlay.png").unlink()
+    mtime_first = (out / first.stem / "summary.json").stat().st_mtime_ns
+
+    lines: list[str] = []
+    report = run_batch(
+        data["good"],
+        out,
+        OPTIONS,
+        data["model"],
+        scheduler=cluster["address"],
+        progress=False,
+        echo=_echo_to(lines),
+    )
+    assert [report.row(s).status for s in data["good"]] == ["skipped", "skipped", "done"]
+    assert report.exit_code == 0 and report.stale_removed == 1
+    assert any("Skipped 2 slide(s)" in line for line in lines)
+    assert (out / first.stem / "summary.json").stat().st_mtime_ns == mtime_first  # not redone
+    assert report.row(first).slide_score == pytest.approx(_summary(data["serial"], first.stem)["slide_score"])
+    for slide in data["good"]:
+        np.testing.assert_array_equal(_heatmap(out, slide.stem), _heatmap(data["serial"], slide.stem))
+    assert _temp_entries(out) == []
+
+    # A result-changing option (stride) makes resume redo every slide.
+    changed = InferenceOptions(device="cpu", batch_size=64, num_readers=1, stride=16)
+    report2 = run_batch(
+        data["good"],
+        out,
+        changed,
+        data["model"],
+        scheduler=cluster["address"],
+        progress=False,
+        echo=_echo_to([]),
+    )
+    assert [r.status for r in report2.rows] == ["done"] * 3
+    assert report2.params_hash != report.params_hash
+    assert {_summary(out, s.stem)["params_hash"] for s in data["good"]} == {report2.params_hash}
+    assert _heatmap(out, first.stem).shape != _heatmap(data["serial"], first.stem).shape
+    # Device and batch size do not change results: still skipped.
+    same = InferenceOptions(device="cpu", batch_size=8, num_readers=2, stride=16)
+    report3 = run_batch(
+        data["good"],
+        out,
+        same,
+        data["model"],
+        scheduler=cluster["address"],
+        progress=False,
+        echo=_echo_to([]),
+    )
+    assert [r.status for r in report3.rows] == ["skipped"] * 3
+
+
+def test_killed_worker_mid_slide_is_retried_elsewhere(data, cluster, tmp_path):
+    """SIGKILL a worker process while it runs a slide; the slide is rerun and every good slide completes."""
+    client = cluster["client"]
+    # More work than workers so a task is surely running when the killer looks.
+    slide_dir = tmp_path / "slides"
+    slide_dir.mkdir()
+    slides = []
+    for i in range(6):
+        src = data["good"][i % 3]
+        dst = slide_dir / f"{src.stem}_{i}.tif"
+        shutil.copy(src, dst)
+        slides.append(dst)
+    killed: dict = {}
+
+    def executing(dask_worker):
+        return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
+
+    def killer() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            for pid, keys in client.run(executing).values():
+                if keys:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.update(pid=pid, key=keys[0])
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    out = tmp_path / "out"
+    report = run_batch(
+        slides, out, OPTIONS, data["model"], scheduler=cluster["address"], progress=False, echo=_echo_to([])
+    )
+    thread.join(timeout=5)
+    assert killed, "no worker was seen running a slide"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed["pid"], 0)
+    assert (report.n_done, report.n_failed) == (6, 0)
+    victim = next(s for s in slides if f"-{s.stem}-" in killed["key"])
+    assert not report.row(victim).worker.endswith(f":{killed['pid']}")  # rerun by another process
+    for slide in slides:
+        np.testing.assert_array_equal(
+            _heatmap(out, slide.stem), _heatmap(data["serial"], slide.stem.rsplit("_", 1)[0])
+        )
+    assert _temp_entries(out) == []
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+
+
+def test_unreachable_scheduler_is_an_option_error(data, tmp_path):
+    with pytest.raises(OptionError, match="cannot connect"):
+        run_batch(
+            data["good"][:1],
+            tmp_path / "out",
+            OPTIONS,
+            data["model"],
+            scheduler="tcp://127.0.0.1:9",
+            connect_timeout=2,
+            progress=False,
+            echo=_echo_to([]),
+        )
