@@ -8,7 +8,7 @@ from pathlib import Path
 import openslide
 import tifffile
 
-from wsi_pipeline.errors import SlideOpenError, UnknownMppError
+from wsi_pipeline.errors import OptionError, SlideOpenError, UnknownMppError
 from wsi_pipeline.slide.base import SlideReader
 from wsi_pipeline.slide.openslide_reader import OpenSlideReader
 from wsi_pipeline.slide.tifffile_reader import TiffFileReader
@@ -60,7 +60,7 @@ def resolve_mpp(reader: SlideReader, override: float | None = None) -> float:
     """Level-0 microns per pixel: ``override`` if given, else the slide metadata, else an error."""
     if override is not None:
         if not (override > 0 and override < float("inf")):
-            raise UnknownMppError(f"{reader.path}: --mpp must be a positive number, got {override!r}")
+            raise OptionError(f"{reader.path}: --mpp must be a positive number, got {override!r}")
         return float(override)
     mpp = reader.metadata_mpp
     if mpp is None:

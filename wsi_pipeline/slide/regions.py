@@ -1,7 +1,9 @@
 """Resampled reads: a level-0 rectangle at any output size, and slide thumbnails.
 
 Reads come from the best pyramid level (never upsampling from a coarser one) and are resized
-the rest of the way with area averaging (PIL ``BOX``), or bicubic when upsampling. Large requests
+the rest of the way by exact area averaging (each output pixel is the mean of its footprint,
+level pixels weighted by their overlap with it, fractional edges included), or bicubic (PIL)
+when upsampling. Large requests
 are processed in blocks, so memory stays bounded even for slides without a pyramid.
 """
 
@@ -70,13 +72,48 @@ def _read_block(
     )
     if exact:
         return reader.read_region(_level0_location(round(u0), round(v0), lds), level, (ow, oh))
-    margin = 1 if fx >= lds and fy >= lds else 3
+    downsampling = fx >= lds and fy >= lds
+    margin = 1 if downsampling else 3
     lx0, ly0 = math.floor(u0) - margin, math.floor(v0) - margin
     lx1, ly1 = math.ceil(u1) + margin, math.ceil(v1) + margin
     pixels = reader.read_region(_level0_location(lx0, ly0, lds), level, (lx1 - lx0, ly1 - ly0))
-    resample = Image.Resampling.BOX if fx >= lds and fy >= lds else Image.Resampling.BICUBIC
-    image = Image.fromarray(pixels).resize((ow, oh), resample, box=(u0 - lx0, v0 - ly0, u1 - lx0, v1 - ly0))
-    return np.asarray(image)
+    if downsampling:
+        return area_resample(pixels, u0 - lx0, v0 - ly0, fx / lds, fy / lds, ow, oh)
+    box = (u0 - lx0, v0 - ly0, u1 - lx0, v1 - ly0)
+    return np.asarray(Image.fromarray(pixels).resize((ow, oh), Image.Resampling.BICUBIC, box=box))
+
+
+def area_resample(
+    pixels: np.ndarray, left: float, top: float, step_x: float, step_y: float, out_w: int, out_h: int
+) -> np.ndarray:
+    """Exact area-average downsampling of ``pixels`` (h, w, c uint8).
+
+    Output pixel (i, j) is the mean of input area ``[left + j*step_x, left + (j+1)*step_x) x
+    [top + i*step_y, ...)`` where input pixel (r, c) covers ``[c, c+1) x [r, r+1)``.
+    """
+    rows_idx, rows_w = _area_weights(top, step_y, out_h, pixels.shape[0])
+    cols_idx, cols_w = _area_weights(left, step_x, out_w, pixels.shape[1])
+    data = pixels.astype(np.float32)
+    tmp = np.zeros((out_h, pixels.shape[1], pixels.shape[2]), np.float32)
+    for j in range(rows_idx.shape[1]):
+        tmp += rows_w[:, j, None, None] * data[rows_idx[:, j]]
+    out = np.zeros((out_h, out_w, pixels.shape[2]), np.float32)
+    for j in range(cols_idx.shape[1]):
+        out += cols_w[None, :, j, None] * tmp[:, cols_idx[:, j]]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _area_weights(start: float, step: float, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input indices (count, m) and overlap weights (rows sum to 1) for output intervals."""
+    lo = start + np.arange(count, dtype=np.float64) * step
+    hi = lo + step
+    width = int(math.ceil(step)) + 1
+    idx = np.floor(lo).astype(np.int64)[:, None] + np.arange(width)[None, :]
+    overlap = np.minimum(idx + 1, hi[:, None]) - np.maximum(idx, lo[:, None])
+    overlap = np.where((idx >= 0) & (idx < size), np.clip(overlap, 0.0, None), 0.0)
+    total = overlap.sum(axis=1, keepdims=True)
+    weights = overlap / np.where(total > 0, total, 1.0)
+    return np.clip(idx, 0, size - 1), weights.astype(np.float32)
 
 
 def _level0_location(lx: int, ly: int, lds: float) -> tuple[int, int]:
@@ -86,7 +123,10 @@ def _level0_location(lx: int, ly: int, lds: float) -> tuple[int, int]:
 
 
 def thumbnail(
-    reader: SlideReader, max_size: int | None = 1024, downsample: float | None = None
+    reader: SlideReader,
+    max_size: int | None = 1024,
+    downsample: float | None = None,
+    max_block: int = MAX_BLOCK,
 ) -> np.ndarray:
     """Whole-slide RGB thumbnail at ``downsample`` (level-0 px per thumbnail px) or fitting ``max_size``.
 
@@ -100,4 +140,4 @@ def thumbnail(
     downsample = max(float(downsample), 1e-9)
     out_w = max(1, round(width / downsample))
     out_h = max(1, round(height / downsample))
-    return read_region_at_mpp(reader, 0, 0, width, height, out_w, out_h)
+    return read_region_at_mpp(reader, 0, 0, width, height, out_w, out_h, max_block=max_block)
