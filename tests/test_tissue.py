@@ -1,0 +1,116 @@
+"""Tissue detection: blank glass, white images, real H&E, and synthetic masks with known geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from slide_factory import write_pyramidal_tiff
+
+from wsi_pipeline.errors import NoTissueError
+from wsi_pipeline.slide import open_slide
+from wsi_pipeline.tissue import TissueMask, detect_tissue, require_tissue, tissue_mask_from_rgb
+
+PINK = (214, 120, 180)
+
+
+def test_blank_glass_slide_has_no_tissue(shared_data: Path) -> None:
+    path = shared_data / "slides" / "broken" / "blank_no_tissue.tif"
+    with open_slide(path) as reader:
+        mask = detect_tissue(reader, reader.metadata_mpp)
+    assert mask.is_empty and mask.tissue_fraction == 0.0
+    assert len(mask.polygons().geoms) == 0
+    with pytest.raises(NoTissueError) as info:
+        require_tissue(mask, path)
+    assert path.name in str(info.value) and "no tissue" in str(info.value)
+
+
+def test_real_he_slide_has_tissue(shared_data: Path) -> None:
+    path = shared_data / "slides" / "cmu1_small_region.svs"
+    with open_slide(path) as reader:
+        mask = detect_tissue(reader, reader.metadata_mpp)
+        region = reader.read_region((0, 0), 0, reader.dimensions)
+    assert not mask.is_empty and require_tissue(mask, path) is mask
+    assert 0.2 < mask.tissue_fraction < 0.6
+    assert mask.scale == pytest.approx(8.0 / 0.499, rel=0.02)
+    # Tissue pixels in the mask are darker and more saturated than the rest, at full resolution.
+    full = np.kron(mask.mask, np.ones((16, 16), bool))[: region.shape[0], : region.shape[1]]
+    full = np.pad(full, ((0, region.shape[0] - full.shape[0]), (0, region.shape[1] - full.shape[1])))
+    assert region[full].mean() < region[~full].mean() - 40
+    # Polygons cover the same area as the mask.
+    polys = mask.polygons()
+    mask_area = mask.mask.sum() * mask.scale_x * mask.scale_y
+    assert polys.area == pytest.approx(mask_area, rel=0.05)
+
+
+def test_all_tissue_crop(shared_data: Path) -> None:
+    with open_slide(shared_data / "slides" / "os1_detail.ome.tif") as reader:
+        mask = detect_tissue(reader, reader.metadata_mpp)
+    assert mask.tissue_fraction > 0.9
+
+
+@pytest.mark.parametrize("noise", [0, 3])
+def test_white_image_has_no_tissue(noise: int) -> None:
+    rng = np.random.default_rng(0)
+    image = np.full((300, 400, 3), 245, np.int16) + rng.integers(-noise, noise + 1, (300, 400, 3))
+    mask, _ = tissue_mask_from_rgb(image.clip(0, 255).astype(np.uint8), um_per_px=8.0)
+    assert not mask.any()
+
+
+def test_black_border_is_not_tissue() -> None:
+    image = np.full((200, 200, 3), 240, np.uint8)
+    image[:, :30] = 0
+    mask, _ = tissue_mask_from_rgb(image, um_per_px=8.0)
+    assert not mask.any()
+
+
+def _square_slide(tmp_path: Path) -> tuple[Path, tuple[int, int, int, int]]:
+    rng = np.random.default_rng(2)
+    image = np.full((1600, 2000, 3), 244, np.uint8)
+    x0, y0, x1, y1 = 480, 320, 1280, 960
+    tissue = np.array(PINK, np.int16) + rng.integers(-25, 26, (y1 - y0, x1 - x0, 3))
+    image[y0:y1, x0:x1] = tissue.clip(0, 255)
+    image[700:740, 800:840] = 244  # small hole: filled
+    image[1400:1410, 1700:1710] = PINK  # speck: removed
+    return write_pyramidal_tiff(tmp_path / "square.tif", image, 0.5, levels=3), (x0, y0, x1, y1)
+
+
+def test_square_of_tissue_geometry(tmp_path: Path) -> None:
+    path, (x0, y0, x1, y1) = _square_slide(tmp_path)
+    with open_slide(path) as reader:
+        mask = detect_tissue(reader, 0.5)
+    assert mask.scale == pytest.approx(16.0)
+    assert mask.mask.shape == (100, 125)
+    assert mask.fraction_in(x0 + 64, y0 + 64, 192, 192) == 1.0
+    assert mask.fraction_in(760, 660, 120, 120) == 1.0  # hole filled
+    assert mask.fraction_in(1600, 1300, 192, 192) == 0.0  # speck removed
+    assert mask.fraction_in(x1 - 96, y0 + 64, 192, 192) == pytest.approx(0.5, abs=0.1)
+    assert mask.fraction_in(-500, -500, 100, 100) == 0.0
+    bounds = mask.polygons().bounds
+    assert np.allclose(bounds, (x0, y0, x1, y1), atol=24)
+    assert mask.polygons().area == pytest.approx((x1 - x0) * (y1 - y0), rel=0.05)
+
+
+def test_tile_fractions_vectorised_match_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    grid = rng.random((40, 60)) > 0.5
+    tm = TissueMask(grid, scale_x=8.0, scale_y=8.0, slide_size=(480, 320))
+    xs = rng.uniform(-40, 480, 500)
+    ys = rng.uniform(-40, 320, 500)
+    fractions = tm.tile_fractions(xs, ys, 64.0, 64.0)
+    assert fractions.shape == (500,)
+    for k in range(0, 500, 7):
+        j0, i0 = int(np.floor(xs[k] / 8 + 0.5)), int(np.floor(ys[k] / 8 + 0.5))
+        padded = np.pad(grid, 20)
+        brute = padded[i0 + 20 : i0 + 28, j0 + 20 : j0 + 28].mean()
+        assert fractions[k] == pytest.approx(brute)
+        assert tm.fraction_in(xs[k], ys[k], 64.0, 64.0) == pytest.approx(brute)
+
+
+def test_tile_smaller_than_mask_pixel_uses_its_centre_pixel() -> None:
+    grid = np.zeros((4, 4), bool)
+    grid[1, 2] = True
+    tm = TissueMask(grid, scale_x=100.0, scale_y=100.0, slide_size=(400, 400))
+    assert tm.fraction_in(230, 130, 20, 20) == 1.0
+    assert tm.fraction_in(330, 130, 20, 20) == 0.0
