@@ -1,0 +1,328 @@
+"""run_slide end to end on synthetic slides with a known truth (every heatmap cell checked)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely
+from model_helpers import PROBE_KWARGS, load_probe_model
+from shapely.geometry import shape
+from slide_factory import build_patch_mosaic, write_ome_tiff, write_pyramidal_tiff
+
+from wsi_pipeline.errors import NoTissueError, OptionError, SlideOpenError, SlideReadError, UnknownMppError
+from wsi_pipeline.models.reference_models import probe_probability
+from wsi_pipeline.pipeline import InferenceOptions, params_hash, run_slide
+from wsi_pipeline.writers import OUTPUT_NAMES, read_heatmap_zarr
+
+PATCH = 32  # probe model input, model px
+MODEL_MPP = 1.0
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    return load_probe_model(tmp_path_factory.mktemp("probe") / "probe", patch_size=PATCH, mpp=MODEL_MPP)
+
+
+def _colour_mosaic(rows: int, cols: int, cell0: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Slide image of ``rows x cols`` uniform-colour squares of ``cell0`` level-0 px inside a white margin
+    of 2 cells; returns the image and the boolean tissue layout (with margin)."""
+    rng = np.random.default_rng(seed)
+    tissue = np.zeros((rows + 4, cols + 4), dtype=bool)
+    tissue[2:-2, 2:-2] = True
+    tissue[2, 2] = False  # a hole-free notch of glass at a corner
+    image = np.full((tissue.shape[0] * cell0, tissue.shape[1] * cell0, 3), 255, dtype=np.uint8)
+    for r, c in np.argwhere(tissue):
+        # saturated H&E-like colours: strong red or strong blue, dark enough to be tissue
+        red = rng.integers(60, 230)
+        blue = rng.integers(60, 230)
+        green = rng.integers(20, 50)
+        image[r * cell0 : (r + 1) * cell0, c * cell0 : (c + 1) * cell0] = (red, green, blue)
+    return image, tissue
+
+
+def _expected_from_level0(image: np.ndarray, x: float, y: float, size0: float) -> float:
+    x0, y0, s = int(round(x)), int(round(y)), int(round(size0))
+    return probe_probability(image[y0 : y0 + s, x0 : x0 + s], **PROBE_KWARGS)
+
+
+def _check_every_cell(result, image: np.ndarray, tol: float) -> np.ndarray:
+    heatmap, attrs = read_heatmap_zarr(result.out_dir / "heatmap.zarr")
+    ox, oy = attrs["origin_level0"]
+    stride0, tile0 = attrs["stride_level0_px"], attrs["tile_size_level0_px"]
+    finite = np.argwhere(np.isfinite(heatmap))
+    assert len(finite) == result.summary["n_tiles_tissue"] > 0
+    errors = []
+    for r, c in finite:
+        expected = _expected_from_level0(image, ox + c * stride0, oy + r * stride0, tile0)
+        errors.append(abs(float(heatmap[r, c]) - expected))
+    assert max(errors) <= tol, f"worst cell error {max(errors):.4f}"
+    return heatmap
+
+
+@pytest.mark.parametrize(
+    ("writer", "slide_mpp", "stride", "expected_level", "tol"),
+    [
+        # 2 level-0 px per model px: level 1 (downsample 2) is read without resizing
+        (write_pyramidal_tiff, 0.5, None, 1, 2e-3),
+        # 2.5 level-0 px per model px: level 1 read, then resized by 1.25; overlapping tiles
+        (write_ome_tiff, 0.4, 16, 1, 2e-2),
+        # finer than the model and no matching level: level 0 resized by 1/0.7
+        (write_pyramidal_tiff, 0.7, 24, 0, 2e-2),
+    ],
+)
+def test_every_heatmap_cell_is_the_probe_of_its_tile(
+    tmp_path, probe, writer, slide_mpp, stride, expected_level, tol
+):
+    scale = MODEL_MPP / slide_mpp
+    cell0 = int(round(PATCH * scale))
+    image, _ = _colour_mosaic(5, 6, cell0)
+    slide = writer(tmp_path / "mosaic.tif", image, mpp=slide_mpp, levels=3, tile=128)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(stride=stride, batch_size=7), probe)
+    assert result.summary["level"] == expected_level
+    assert result.summary["mpp"] == pytest.approx(slide_mpp, rel=1e-3)
+    heatmap = _check_every_cell(result, image, tol)
+    rows, cols = heatmap.shape
+    stride_px = stride or PATCH
+    assert (rows, cols) == (
+        (image.shape[0] - cell0) // int(round(stride_px * scale)) + 1,
+        (image.shape[1] - cell0) // int(round(stride_px * scale)) + 1,
+    )
+
+
+def test_tissue_cells_and_nan_follow_the_layout(tmp_path, probe):
+    image, tissue = _colour_mosaic(4, 5, 64, seed=3)
+    slide = write_pyramidal_tiff(tmp_path / "s.tif", image, mpp=0.5, levels=2)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(), probe)
+    heatmap, _ = read_heatmap_zarr(result.out_dir / "heatmap.zarr")
+    assert heatmap.shape == tissue.shape
+    np.testing.assert_array_equal(np.isfinite(heatmap), tissue)
+    s = result.summary
+    assert s["n_tiles_total"] == tissue.size and s["n_tiles_tissue"] == tissue.sum()
+
+
+def _tumour_block_slide(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """Pale-blue (low probe score) tissue with a 3 x 4 block of red (high score) cells."""
+    cell0 = 64  # slide mpp 0.5, model 1.0 um/px, 32 px tiles
+    layout = np.zeros((8, 10), dtype=np.int8)  # 0 glass, 1 normal, 2 tumour
+    layout[1:7, 1:9] = 1
+    layout[2:5, 3:7] = 2
+    colours = {0: (255, 255, 255), 1: (80, 60, 200), 2: (220, 40, 90)}
+    image = np.zeros((8 * cell0, 10 * cell0, 3), dtype=np.uint8)
+    for (r, c), v in np.ndenumerate(layout):
+        image[r * cell0 : (r + 1) * cell0, c * cell0 : (c + 1) * cell0] = colours[int(v)]
+    return write_pyramidal_tiff(tmp_path / "tumour_block.tif", image, mpp=0.5, levels=2), layout
+
+
+def test_outputs_describe_the_tumour_region(tmp_path, probe):
+    slide, layout = _tumour_block_slide(tmp_path)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(tumor_threshold=0.5), probe)
+    out = result.out_dir
+    assert out == tmp_path / "out" / "tumour_block"
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["tumour_block"]
+
+    s = json.loads((out / "summary.json").read_text())
+    p_tumour = probe_probability(np.full((2, 2, 3), (220, 40, 90), np.uint8), **PROBE_KWARGS)
+    p_normal = probe_probability(np.full((2, 2, 3), (80, 60, 200), np.uint8), **PROBE_KWARGS)
+    assert p_tumour > 0.9 > 0.1 > p_normal
+    assert s["slide_score"] == pytest.approx(p_tumour, abs=1e-3)  # a 3x4 block survives 3x3 smoothing
+    cell_mm = 64 * 0.5 / 1000
+    assert s["tumor_area_mm2"] == pytest.approx(12 * cell_mm**2, rel=1e-3)
+    assert s["largest_tumor_region_mm"] == pytest.approx(5 * cell_mm, rel=1e-3)  # 3x4 cells: diagonal 5
+    assert s["category"] == "isolated tumour cells"  # 0.16 mm < 0.2 mm
+    assert s["n_tumor_regions"] == 1
+    assert s["n_tiles_total"] == 80 and s["n_tiles_tissue"] == 48
+    assert s["mpp"] == pytest.approx(0.5) and s["level"] == 1
+    assert s["model"]["architecture"] == "mean_intensity_probe"
+    assert s["model"]["weights_sha256"] == probe.weights_sha256
+    assert s["params_hash"] == params_hash(probe, InferenceOptions(tumor_threshold=0.5))
+    assert set(s["timings"]) >= {"read_s", "infer_s", "total_s"}
+    assert s["software"]["wsi_pipeline"] and s["slide"] == str(slide.resolve())
+
+    heatmap, attrs = read_heatmap_zarr(out / "heatmap.zarr")
+    assert heatmap.dtype == np.float32
+    assert attrs["cell_size_um"] == pytest.approx(32.0) and attrs["cell_size_level0_px"] == pytest.approx(
+        64.0
+    )
+    assert attrs["tile_size_model_px"] == 32 and attrs["tile_size_level0_px"] == pytest.approx(64.0)
+    assert attrs["stride_model_px"] == 32 and attrs["origin_level0"] == [0.0, 0.0]
+    assert attrs["model_weights_sha256"] == probe.weights_sha256 and attrs["mpp"] == pytest.approx(0.5)
+    assert attrs["slide_size"] == [640, 512] and attrs["model_name"] == "probe"
+    np.testing.assert_array_equal(heatmap >= 0.5, layout == 2)
+
+    with open(out / "tiles.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 48
+    hot = {(int(r["minx"]), int(r["miny"])) for r in rows if float(r["prob_tumor"]) >= 0.5}
+    assert hot == {(c * 64, r * 64) for r, c in np.argwhere(layout == 2)}
+    assert all(r["width"] == r["height"] == "64" for r in rows)
+
+    geo = json.loads((out / "tumor.geojson").read_text())
+    assert len(geo["features"]) == 1
+    feature = geo["features"][0]
+    assert feature["properties"]["classification"]["name"] == "Tumor"
+    assert feature["properties"]["objectType"] == "annotation"
+    assert shape(feature["geometry"]).equals(shapely.box(3 * 64, 2 * 64, 7 * 64, 5 * 64))
+
+
+def test_stride_smaller_than_tile_shifts_cell_footprints(tmp_path, probe):
+    slide, layout = _tumour_block_slide(tmp_path)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(stride=16), probe)
+    _, attrs = read_heatmap_zarr(result.out_dir / "heatmap.zarr")
+    assert attrs["cell_size_level0_px"] == pytest.approx(32.0)
+    assert attrs["cell_origin_level0"] == [16.0, 16.0]  # 32-px squares centred on 64-px tiles
+    geo = json.loads((result.out_dir / "tumor.geojson").read_text())
+    union = shapely.union_all([shape(f["geometry"]) for f in geo["features"]])
+    truth = shapely.box(3 * 64, 2 * 64, 7 * 64, 5 * 64)
+    assert union.symmetric_difference(truth).area <= 0.35 * truth.area
+
+
+def test_rerun_replaces_previous_result_only_at_the_end(tmp_path, probe):
+    slide, _ = _tumour_block_slide(tmp_path)
+    first = run_slide(slide, tmp_path / "out", InferenceOptions(), probe)
+    marker = first.out_dir / "old-marker"
+    marker.write_text("x")
+    second = run_slide(slide, tmp_path / "out", InferenceOptions(tumor_threshold=0.9), probe)
+    assert not marker.exists()
+    assert json.loads((second.out_dir / "summary.json").read_text())["tumor_threshold"] == 0.9
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["tumour_block"]
+
+
+def test_params_hash_tracks_result_changing_options_only(probe, tmp_path):
+    base = params_hash(probe, InferenceOptions())
+    assert base == params_hash(probe, InferenceOptions(batch_size=3, num_readers=1, device="cpu"))
+    for changed in (
+        InferenceOptions(stride=16),
+        InferenceOptions(mpp=0.5),
+        InferenceOptions(tissue_threshold=0.5),
+        InferenceOptions(tumor_threshold=0.7),
+    ):
+        assert params_hash(probe, changed) != base
+    other = load_probe_model(tmp_path / "other", patch_size=PATCH, mpp=MODEL_MPP, bias=1.0)
+    assert params_hash(other, InferenceOptions()) != base
+
+
+# --- failures -----------------------------------------------------------------------------------
+def _assert_nothing_left(out_root: Path) -> None:
+    leftovers = list(out_root.iterdir()) if out_root.exists() else []
+    assert leftovers == [], f"left behind: {leftovers}"
+
+
+def test_blank_slide_is_no_tissue_error(tmp_path, probe):
+    blank = write_pyramidal_tiff(tmp_path / "blank.tif", np.full((512, 512, 3), 250, np.uint8), mpp=0.5)
+    with pytest.raises(NoTissueError, match=r"blank\.tif: no tissue"):
+        run_slide(blank, tmp_path / "out", InferenceOptions(), probe)
+    _assert_nothing_left(tmp_path / "out")
+
+
+def test_missing_mpp_is_unknown_mpp_error_and_override_works(tmp_path, probe):
+    image, _ = _colour_mosaic(3, 3, 64)
+    slide = write_pyramidal_tiff(tmp_path / "nompp.tif", image, mpp=None, levels=2)
+    with pytest.raises(UnknownMppError, match=r"nompp\.tif.*--mpp"):
+        run_slide(slide, tmp_path / "out", InferenceOptions(), probe)
+    _assert_nothing_left(tmp_path / "out")
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(mpp=0.5), probe)
+    assert result.summary["mpp"] == 0.5 and result.summary["mpp_source"] == "option"
+
+
+def test_not_a_slide_is_open_error(tmp_path, probe):
+    bad = tmp_path / "notes.svs"
+    bad.write_text("not a slide\n")
+    with pytest.raises(SlideOpenError, match=r"notes\.svs"):
+        run_slide(bad, tmp_path / "out", InferenceOptions(), probe)
+    _assert_nothing_left(tmp_path / "out")
+
+
+def test_read_error_mid_run_leaves_nothing_and_keeps_old_result(tmp_path, probe):
+    """Zero some level-1 tiles of a valid slide: it opens, then fails while tiles are decoded."""
+    slide, _ = _tumour_block_slide(tmp_path)
+    run_slide(slide, tmp_path / "out", InferenceOptions(), probe)  # an older complete result
+    old_summary = (tmp_path / "out" / "tumour_block" / "summary.json").read_text()
+    import tifffile
+
+    with tifffile.TiffFile(slide) as tif:
+        page = tif.pages[1]
+        offsets, counts = list(page.dataoffsets), list(page.databytecounts)
+    data = bytearray(slide.read_bytes())
+    for off, n in zip(offsets, counts, strict=True):
+        data[off : off + n] = bytes(n)
+    slide.write_bytes(bytes(data))
+    with pytest.raises(SlideReadError, match=r"tumour_block\.tif"):
+        run_slide(slide, tmp_path / "out", InferenceOptions(num_readers=2), probe)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["tumour_block"]
+    assert (tmp_path / "out" / "tumour_block" / "summary.json").read_text() == old_summary
+
+
+def test_bad_options_are_option_errors(tmp_path, probe):
+    slide, _ = _tumour_block_slide(tmp_path)
+    for options, flag in (
+        (InferenceOptions(tumor_threshold=1.5), "--tumor-threshold"),
+        (InferenceOptions(tissue_threshold=-0.1), "--tissue-threshold"),
+        (InferenceOptions(stride=0), "--stride"),
+        (InferenceOptions(batch_size=0), "--batch-size"),
+        (InferenceOptions(mpp=-1.0), "--mpp"),
+        (InferenceOptions(device="tpu"), "--device"),
+    ):
+        with pytest.raises(OptionError, match=flag):
+            run_slide(slide, tmp_path / "out", options, probe)
+    _assert_nothing_left(tmp_path / "out")
+
+
+def test_unwritable_output_is_output_error(tmp_path, probe):
+    from wsi_pipeline.errors import OutputError
+
+    slide, _ = _tumour_block_slide(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot create output folder"):
+        run_slide(slide, blocker, InferenceOptions(), probe)
+
+
+def test_interrupted_write_leaves_no_finished_folder(tmp_path, probe, monkeypatch):
+    import wsi_pipeline.writers as writers
+
+    slide, _ = _tumour_block_slide(tmp_path)
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writers, "write_overlay_png", explode)
+    with pytest.raises(KeyboardInterrupt):
+        run_slide(slide, tmp_path / "out", InferenceOptions(), probe)
+    _assert_nothing_left(tmp_path / "out")
+
+
+# --- the trained default model on real labelled patches ----------------------------------------
+def test_default_model_scores_tumour_block_higher(tmp_path, shared_data):
+    from wsi_pipeline.models.io import default_model_dir, load_model
+
+    if not (default_model_dir() / "config.json").is_file():
+        pytest.skip("no trained default model shipped yet (wsi_pipeline/models/weights/default)")
+    import csv as _csv
+
+    from PIL import Image
+
+    root = shared_data / "hcd_patches"
+    with open(root / "train_labels.csv") as fh:
+        labels = {row["id"]: int(row["label"]) for row in _csv.DictReader(fh)}
+    ids = sorted(labels)
+    tumour = [i for i in ids if labels[i] == 1][:24]
+    normal = [i for i in ids if labels[i] == 0][:64]
+    patches = [np.asarray(Image.open(root / "train" / f"{i}.jpg").convert("RGB")) for i in tumour + normal]
+    patch_labels = [1] * len(tumour) + [0] * len(normal)
+    layout = np.full((8, 10), -1, dtype=int)
+    layout[0:8, 0:8] = np.arange(64).reshape(8, 8) + len(tumour)  # normal everywhere...
+    layout[2:6, 2:8] = np.arange(24).reshape(4, 6)  # ...with a 4x6 tumour block
+    image, truth = build_patch_mosaic(patches, patch_labels, layout)
+    model = load_model(None)
+    slide = write_pyramidal_tiff(tmp_path / "mosaic.tif", image, mpp=model.config.mpp, levels=2)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(), model)
+    heatmap, _ = read_heatmap_zarr(result.out_dir / "heatmap.zarr")
+    assert heatmap.shape == truth.shape
+    tumour_mean = np.nanmean(heatmap[truth == 1])
+    normal_mean = np.nanmean(heatmap[truth == 0])
+    assert tumour_mean > normal_mean, (tumour_mean, normal_mean)

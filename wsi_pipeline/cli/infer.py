@@ -1,0 +1,230 @@
+"""``wsi-infer SLIDE...``: tumour heatmap, slide score and outputs for each slide."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wsi_pipeline.cli.common import run_cli
+from wsi_pipeline.errors import ModelError, OptionError, WsiPipelineError
+
+#: File extensions picked up when a directory is given (OpenSlide formats + generic/OME TIFF + DICOM).
+SLIDE_EXTENSIONS = (
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".vms",
+    ".vmu",
+    ".scn",
+    ".mrxs",
+    ".svslide",
+    ".bif",
+    ".dcm",
+)
+DEFAULT_OUT = Path("results")
+
+Echo = Callable[[str], Any]
+
+
+def expand_slide_paths(inputs: Iterable[Path]) -> list[Path]:
+    """Files as given; directories replaced by their slide files (by extension, sorted, not recursive)."""
+    slides: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_EXTENSIONS)
+            if not found:
+                raise OptionError(f"{item}: folder holds no slide files ({', '.join(SLIDE_EXTENSIONS)})")
+            slides.extend(found)
+        else:
+            slides.append(item)
+    return slides
+
+
+def one_line_error(slide: Path, exc: BaseException) -> str:
+    """First line of the error message, prefixed with the slide when the message does not name it."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    if str(slide) not in text and slide.name not in text:
+        text = f"{slide}: {text}"
+    return text
+
+
+@dataclass
+class InferOutcome:
+    """What happened to each slide of one ``wsi-infer`` call."""
+
+    done: list[Any] = field(default_factory=list)  # SlideResult
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def infer_slides(
+    slides: Sequence[Path],
+    out_root: Path,
+    options: Any,
+    model: Any,
+    echo: Echo = click.echo,
+    echo_err: Echo | None = None,
+    progress: bool = True,
+) -> InferOutcome:
+    """Run :func:`~wsi_pipeline.pipeline.run_slide` on each slide in turn.
+
+    A bad slide (any :class:`WsiPipelineError`) costs one line on stderr and the loop goes on.
+    """
+    from wsi_pipeline.pipeline import run_slide
+
+    echo_err = echo_err or (lambda text: click.echo(text, err=True))
+    outcome = InferOutcome()
+    for slide in slides:
+        bar = _ProgressBar(slide.name, enabled=progress)
+        try:
+            result = run_slide(slide, out_root, options, model, progress=bar.update)
+        except WsiPipelineError as exc:
+            bar.close()
+            message = one_line_error(slide, exc)
+            outcome.failed.append((slide, message))
+            echo_err(f"error: {message}")
+            continue
+        bar.close()
+        outcome.done.append(result)
+        s = result.summary
+        echo(
+            f"{slide.name}: slide_score {s['slide_score']:.3f}, {s['category']}, "
+            f"{s['n_tiles_tissue']} tissue tiles -> {result.out_dir}"
+        )
+    return outcome
+
+
+class _ProgressBar:
+    """tqdm bar on stderr created when the number of tissue tiles is known."""
+
+    def __init__(self, name: str, enabled: bool) -> None:
+        self.name = name
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def update(self, increment: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.name, unit="tile", leave=False, dynamic_ncols=True)
+        self.bar.update(increment)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def load_inference_model(model_path: Path | None, device: str) -> Any:
+    """The model to run (``None`` = the shipped default), on the resolved device."""
+    from wsi_pipeline.inference import resolve_device
+    from wsi_pipeline.models.io import default_model_dir, load_model
+
+    resolved = resolve_device(device)
+    if model_path is None and not (default_model_dir() / "config.json").is_file():
+        raise ModelError(f"no default model installed at {default_model_dir()}; give one with --model PATH")
+    return load_model(model_path, device=resolved)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Output folder; each slide gets OUT/<slide name>/.",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model folder (model.safetensors + config.json). Default: the shipped model.",
+)
+@click.option(
+    "--mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Level-0 microns per pixel, for slides whose metadata lacks it (overrides metadata).",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tile step in model pixels (default: the model's patch size, i.e. no overlap).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--tissue-threshold",
+    type=click.FloatRange(0, 1),
+    default=0.25,
+    show_default=True,
+    help="Minimum tissue fraction for a tile to be analysed.",
+)
+@click.option(
+    "--tumor-threshold",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Tumour probability from which a heatmap cell counts as tumour.",
+)
+@click.option(
+    "--num-readers", type=click.IntRange(min=1), default=2, show_default=True, help="Reader threads."
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def cli(
+    slides: tuple[Path, ...],
+    out_root: Path,
+    model_path: Path | None,
+    mpp: float | None,
+    stride: int | None,
+    batch_size: int,
+    device: str,
+    tissue_threshold: float,
+    tumor_threshold: float,
+    num_readers: int,
+    progress: bool,
+) -> None:
+    """Tumour heatmap (Zarr), slide score and outputs for each SLIDE (files or folders of slides).
+
+    Writes OUT/<slide>/ with heatmap.zarr, summary.json, tiles.csv, tumor.geojson and overlay.png.
+    A slide that fails gets one line on stderr; the others still run; the exit code is 1 if any failed.
+    """
+    from wsi_pipeline.pipeline import InferenceOptions
+
+    options = InferenceOptions(
+        mpp=mpp,
+        stride=stride,
+        batch_size=batch_size,
+        device=device,
+        tissue_threshold=tissue_threshold,
+        tumor_threshold=tumor_threshold,
+        num_readers=num_readers,
+    )
+    options.validate()
+    paths = expand_slide_paths(slides)
+    model = load_inference_model(model_path, device)
+    outcome = infer_slides(paths, out_root, options, model, progress=progress)
+    click.echo(
+        f"{len(outcome.done)} of {len(paths)} slide(s) done; outputs in {Path(out_root).resolve()}"
+        + (f"; {len(outcome.failed)} failed" if outcome.failed else "")
+    )
+    if outcome.failed:
+        sys.exit(1)  # not click's Exit: run_cli runs click with standalone_mode=False
+
+
+def main() -> None:
+    run_cli(cli)
