@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 from PIL import Image
+from scipy import sparse
 
 from wsi_pipeline.slide.base import SlideReader
 
@@ -91,16 +92,19 @@ def area_resample(
     Output pixel (i, j) is the mean of input area ``[left + j*step_x, left + (j+1)*step_x) x
     [top + i*step_y, ...)`` where input pixel (r, c) covers ``[c, c+1) x [r, r+1)``.
     """
-    rows_idx, rows_w = _area_weights(top, step_y, out_h, pixels.shape[0])
-    cols_idx, cols_w = _area_weights(left, step_x, out_w, pixels.shape[1])
-    data = pixels.astype(np.float32)
-    tmp = np.zeros((out_h, pixels.shape[1], pixels.shape[2]), np.float32)
-    for j in range(rows_idx.shape[1]):
-        tmp += rows_w[:, j, None, None] * data[rows_idx[:, j]]
-    out = np.zeros((out_h, out_w, pixels.shape[2]), np.float32)
-    for j in range(cols_idx.shape[1]):
-        out += cols_w[None, :, j, None] * tmp[:, cols_idx[:, j]]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    height, width, channels = pixels.shape
+    rows = _area_matrix(top, step_y, out_h, height)  # (out_h, height) sparse
+    cols = _area_matrix(left, step_x, out_w, width)  # (out_w, width) sparse
+    tmp = rows @ pixels.reshape(height, width * channels).astype(np.float32)  # (out_h, width*c)
+    tmp = tmp.reshape(out_h, width, channels).transpose(1, 0, 2).reshape(width, out_h * channels)
+    out = (cols @ tmp).reshape(out_w, out_h, channels).transpose(1, 0, 2)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8, order="C")
+
+
+def _area_matrix(start: float, step: float, count: int, size: int) -> sparse.csr_matrix:
+    idx, weights = _area_weights(start, step, count, size)
+    row = np.repeat(np.arange(count), idx.shape[1])
+    return sparse.csr_matrix((weights.ravel(), (row, idx.ravel())), shape=(count, size))
 
 
 def _area_weights(start: float, step: float, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
