@@ -336,3 +336,15 @@ def test_area_resample_is_exact_area_average() -> None:
             x0, x1 = int((left + j * step_x) * 4), int((left + (j + 1) * step_x) * 4)
             expected[i, j] = fine[y0:y1, x0:x1].mean(axis=(0, 1))
     assert np.abs(result - expected).max() <= 0.51
+
+
+def test_tifffile_reader_is_thread_safe(gradient_slides, gradient) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    locations = [(x, y) for x in range(0, 800, 70) for y in range(0, 600, 90)]
+    # a tiny cache forces evictions while other threads read
+    with TiffFileReader(gradient_slides["ome"], cache_bytes=200_000) as reader, ThreadPoolExecutor(4) as pool:
+        regions = list(pool.map(lambda loc: reader.read_region(loc, 0, (100, 100)), locations))
+    for (x, y), region in zip(locations, regions, strict=True):
+        expected = _pad_white(gradient[y : y + 100, x : x + 100])[:100, :100]
+        assert np.array_equal(region, expected)
