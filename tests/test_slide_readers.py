@@ -348,3 +348,13 @@ def test_tifffile_reader_is_thread_safe(gradient_slides, gradient) -> None:
     for (x, y), region in zip(locations, regions, strict=True):
         expected = _pad_white(gradient[y : y + 100, x : x + 100])[:100, :100]
         assert np.array_equal(region, expected)
+
+
+def test_composite_on_white_partial_alpha() -> None:
+    from wsi_pipeline.slide._color import to_rgb
+
+    pixels = np.array([[[100, 50, 0, 255], [100, 50, 0, 0], [100, 50, 0, 128], [50, 25, 0, 128]]], np.uint8)
+    straight = to_rgb(pixels, premultiplied_alpha=False)
+    assert straight.tolist() == [[[100, 50, 0], [255, 255, 255], [177, 152, 127], [152, 140, 127]]]
+    premultiplied = to_rgb(pixels, premultiplied_alpha=True)
+    assert premultiplied[0, 3].tolist() == [177, 152, 127]

@@ -25,14 +25,19 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
 
 def composite_on_white(rgb: np.ndarray, alpha: np.ndarray, premultiplied: bool) -> np.ndarray:
     """Composite ``rgb`` (h, w, 3 uint8) with ``alpha`` (h, w uint8) over a white background."""
-    if alpha.size and int(alpha.min()) == 255:
+    opaque = alpha == 255
+    if opaque.all():
         return np.ascontiguousarray(rgb)
-    if premultiplied:
-        out = rgb.astype(np.uint16) + (255 - alpha.astype(np.uint16))[..., None]
-        return np.minimum(out, 255).astype(np.uint8)
-    a = alpha.astype(np.float32)[..., None] / 255.0
-    out = rgb.astype(np.float32) * a + 255.0 * (1.0 - a)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    clear = alpha == 0
+    out = np.array(rgb, dtype=np.uint8, order="C")
+    out[clear] = 255
+    partial = ~(opaque | clear)
+    if partial.any():  # integer blend; rgb * a + 255 * (255 - a) <= 65025 fits uint16
+        a = alpha[partial].astype(np.uint16)[:, None]
+        c = rgb[partial].astype(np.uint16)
+        over = np.minimum(c + (255 - a), 255) if premultiplied else (c * a + 255 * (255 - a) + 127) // 255
+        out[partial] = over.astype(np.uint8)
+    return out
 
 
 def to_rgb(pixels: np.ndarray, premultiplied_alpha: bool = False) -> np.ndarray:
