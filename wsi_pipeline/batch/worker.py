@@ -87,6 +87,8 @@ def process_slide(
             n_tiles_tissue=summary.get("n_tiles_tissue"),
         )
     except WsiPipelineError as exc:
-        outcome["error"] = one_line(exc)
+        text = one_line(exc)
+        name = Path(slide_path).name
+        outcome["error"] = text if (slide_path in text or name in text) else f"{slide_path}: {text}"
     outcome["seconds"] = round(time.perf_counter() - start, 3)
     return outcome
