@@ -24,10 +24,14 @@ from typing import Any
 import numpy as np
 
 from wsi_pipeline import __version__
-from wsi_pipeline.errors import NoTissueError, OptionError
+from wsi_pipeline.errors import NoTissueError, OptionError, UnknownMppError
 
 #: Bumped whenever a change to the pipeline changes results for the same model and options.
 PIPELINE_VERSION = 1
+
+#: Slides more than this many times coarser than the model (level-0 px per model px below it) are
+#: refused: their um/px is almost certainly wrong (e.g. a thumbnail-resolution TIFF tag).
+MIN_SCALE = 0.25
 
 #: ``progress(increment, total)`` called as tiles are scored.
 ProgressFn = Callable[[int, int], None]
@@ -218,6 +222,13 @@ def run_slide(
     with open_slide(slide_path) as reader:
         mpp = resolve_mpp(reader, options.mpp)
         plan = plan_tiles(reader, mpp, model, options)
+        if plan.grid.scale < MIN_SCALE:
+            source = "--mpp" if options.mpp else "from the metadata"
+            raise UnknownMppError(
+                f"{slide_path}: {mpp:g} um/px ({source}) is implausibly coarse for a "
+                f"{model.config.mpp:g} um/px model (a {plan.tile_px} px tile would span "
+                f"{plan.grid.tile_size0:.2f} slide px); give the right value with --mpp"
+            )
         if plan.rows * plan.cols == 0:
             raise NoTissueError(
                 f"{slide_path}: slide ({reader.dimensions[0]}x{reader.dimensions[1]} px at {mpp:g} um/px) "
