@@ -67,7 +67,7 @@ def model_folder(tmp: Path) -> tuple[Path, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slides", type=int, default=6)
-    parser.add_argument("--size", type=int, default=1536, help="level-0 side of each slide in px (0.5 um/px)")
+    parser.add_argument("--size", type=int, default=3072, help="level-0 side of each slide in px (0.5 um/px)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
