@@ -67,10 +67,15 @@ class LoadedModel:
 
 
 def preprocess_patches(patches: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """uint8 NHWC RGB -> float NCHW scaled to [0,1], centre-cropped and normalised."""
+    """uint8 NHWC RGB -> float NCHW scaled to [0,1], stain-normalised (if configured), centre-cropped
+    and normalised."""
     if patches.ndim != 4 or patches.shape[-1] != 3:
         raise ModelError(f"expected patches of shape (N, H, W, 3), got {tuple(patches.shape)}")
     x = patches.permute(0, 3, 1, 2).float().div_(255.0)
+    if config.stain_normalization:  # fitted at training time, applied to the whole patch
+        from wsi_pipeline.training.stain import normalizer_from_dict
+
+        x = normalizer_from_dict(config.stain_normalization).normalize(x)
     if config.center_crop:
         h, w = x.shape[-2:]
         c = config.center_crop

@@ -99,28 +99,18 @@ def _load_data(data_path: Path, config: TrainConfig, progress: bool) -> tuple[np
     if config.max_patches is not None and config.max_patches < len(dataset):
         indices = stratified_sample(dataset.labels, config.max_patches, seed=config.seed)
         summary["sampled"] = int(len(indices))
-    images, labels = load_arrays(dataset, indices, progress=progress)
     if config.remove_outliers:
-        keep = _outlier_mask(images)
-        summary["outliers_removed"] = int((~keep).sum())
-        images, labels = images[keep], labels[keep]
+        from wsi_pipeline.data.outliers import find_outliers
+
+        report = find_outliers(dataset, indices=indices, progress=progress)
+        summary["outliers"] = report.summary()
+        indices = report.keep
+    images, labels = load_arrays(dataset, indices, progress=progress)
     if len(np.unique(labels)) < 2:
         raise DatasetError(
             f"{data_path}: training needs both classes, found only label(s) {np.unique(labels)}"
         )
     return images, labels, summary
-
-
-def _outlier_mask(images: np.ndarray) -> np.ndarray:
-    """True for patches to keep, using the data package's outlier checks."""
-    try:
-        from wsi_pipeline.data import outliers
-    except ImportError as exc:
-        raise OptionError(
-            "remove_outliers: the outlier checks (wsi_pipeline.data.outliers) are not available"
-        ) from exc
-    flags = outliers.find_outliers(images)
-    return ~np.asarray(flags, dtype=bool)
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -214,6 +204,7 @@ def train(
     config.validate()
     if not data_path.exists():
         raise DatasetError(f"{data_path}: dataset path not found")
+    torch.manual_seed(config.seed)  # seeds the weight initialisation and dropout
     try:  # unknown names and bad arguments fail before any data is loaded
         model = create_model(config.model, **config.model_kwargs)
     except (TypeError, ValueError) as exc:
@@ -223,7 +214,6 @@ def train(
     ckpt_path = _prepare_run_dir(run_dir, resume)
     device = resolve_device(config.device)
     torch.set_num_threads(config.num_threads or max(1, min(4, os.cpu_count() or 1)))
-    torch.manual_seed(config.seed)
     (run_dir / CONFIG_YAML).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     images_np, labels_np, data_summary = _load_data(data_path, config, progress)

@@ -1,0 +1,80 @@
+"""Registered patch architectures: output shape, size, cost and save/load round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from wsi_pipeline.errors import UnknownArchitectureError
+from wsi_pipeline.models import ModelConfig, create_model, list_models, load_model, save_model
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _flops(model: torch.nn.Module, size: int) -> int:
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops()
+
+
+def test_registry_lists_both_models() -> None:
+    assert {"seed_cnn", "tiny_resnet"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", ["seed_cnn", "tiny_resnet"])
+@pytest.mark.parametrize("size", [96, 64, 32])
+def test_one_logit_per_patch(name: str, size: int) -> None:
+    model = create_model(name, input_size=size) if name == "seed_cnn" else create_model(name)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(3, 3, size, size))
+    assert out.shape == (3, 1)
+    assert torch.isfinite(out).all()
+
+
+def test_seed_cnn_matches_the_study_size() -> None:
+    model = create_model("seed_cnn")
+    assert 2.1e6 < _params(model) < 2.5e6
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted({c.out_channels for c in convs}) == [32, 64, 128]
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in model.modules())
+    assert 1.0e9 < _flops(model, 96) < 1.4e9
+
+
+def test_tiny_resnet_is_much_cheaper_than_seed_cnn() -> None:
+    seed, tiny = create_model("seed_cnn"), create_model("tiny_resnet")
+    assert _params(tiny) < 0.6 * _params(seed)
+    # The shipped default runs the small ResNet on the centre 64 px: > 10x fewer FLOPs per tile.
+    assert _flops(tiny, 64) * 10 < _flops(seed, 96)
+    assert _flops(tiny, 96) * 5 < _flops(seed, 96)
+
+
+def test_tiny_resnet_width_and_depth_options() -> None:
+    small = create_model("tiny_resnet", widths=[8, 16, 32, 64])
+    deeper = create_model("tiny_resnet", widths=[8, 16, 32, 64], blocks=[1, 2, 2])
+    assert _params(small) < _params(deeper)
+    with pytest.raises(ValueError, match="blocks"):
+        create_model("tiny_resnet", widths=[8, 16, 32], blocks=[1, 1, 1])
+
+
+def test_unknown_architecture_is_a_clear_error() -> None:
+    with pytest.raises(UnknownArchitectureError, match="no_such_net.*tiny_resnet"):
+        create_model("no_such_net")
+
+
+def test_tiny_resnet_save_load_round_trip(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = create_model("tiny_resnet", widths=[8, 16, 32, 64]).eval()
+    cfg = ModelConfig(architecture="tiny_resnet", arch_kwargs={"widths": [8, 16, 32, 64]}, center_crop=64)
+    save_model(tmp_path / "m", model, cfg)
+    loaded = load_model(tmp_path / "m")
+    patches = np.random.default_rng(0).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
+    with torch.no_grad():
+        x = torch.from_numpy(patches).permute(0, 3, 1, 2).float()[:, :, 16:80, 16:80] / 255.0
+        expected = torch.sigmoid(model(x)).reshape(-1).numpy()
+    np.testing.assert_allclose(loaded.predict_proba(patches), expected, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,107 @@
+"""Training augmentation: dihedral views, colour/stain jitter and crops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wsi_pipeline.training.augment import (
+    Augmenter,
+    AugmentSettings,
+    dihedral,
+    hed_jitter,
+    hed_to_rgb,
+    hsv_jitter,
+    hsv_to_rgb,
+    inverse_dihedral,
+    random_crop_nhwc,
+    random_dihedral,
+    rgb_to_hed,
+    rgb_to_hsv,
+)
+
+
+def _batch(n: int = 4, size: int = 12, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_eight_dihedral_views_are_distinct_and_invertible() -> None:
+    x = _batch(1)
+    views = [dihedral(x, k) for k in range(8)]
+    for i in range(8):
+        for j in range(i + 1, 8):
+            assert not torch.equal(views[i], views[j]), (i, j)
+        torch.testing.assert_close(inverse_dihedral(views[i], i), x, rtol=0, atol=0)
+
+
+def test_dihedral_view_4_is_a_left_right_flip() -> None:
+    x = _batch(1)
+    assert torch.equal(dihedral(x, 4), torch.flip(x, dims=(-1,)))
+    assert torch.equal(dihedral(x, 1), torch.rot90(x, 1, dims=(-2, -1)))
+    with pytest.raises(ValueError):
+        dihedral(x, 8)
+
+
+def test_random_dihedral_applies_a_view_per_sample_and_is_seeded() -> None:
+    x = _batch(64)
+    a = random_dihedral(x, torch.Generator().manual_seed(1))
+    b = random_dihedral(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    used = set()
+    for i in range(len(x)):
+        matches = [k for k in range(8) if torch.equal(a[i], dihedral(x[i : i + 1], k)[0])]
+        assert len(matches) == 1
+        used.add(matches[0])
+    assert len(used) >= 6  # 64 draws from 8 views
+
+
+def test_hsv_round_trip() -> None:
+    x = _batch()
+    torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-5, rtol=0)
+
+
+def test_hed_round_trip() -> None:
+    x = _batch().clamp(0.05, 1)
+    torch.testing.assert_close(hed_to_rgb(rgb_to_hed(x)), x, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("jitter", [hsv_jitter, hed_jitter])
+def test_colour_jitter_keeps_range_shape_and_changes_colours(jitter) -> None:
+    x = _batch(8)
+    y = jitter(x, generator=torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert (y - x).abs().mean() > 1e-3
+    assert (y - x).abs().mean() < 0.2  # mild, not a different image
+
+
+def test_zero_strength_jitter_is_identity() -> None:
+    x = _batch().clamp(0.05, 1)
+    torch.testing.assert_close(hsv_jitter(x, 0.0, 0.0, 0.0), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(hed_jitter(x, 0.0, 0.0), x, atol=1e-4, rtol=0)
+
+
+def test_random_crop_keeps_the_centre_region() -> None:
+    x = torch.arange(2 * 96 * 96 * 3).reshape(2, 96, 96, 3)
+    centre = random_crop_nhwc(x, 64, 0)
+    assert torch.equal(centre, x[:, 16:80, 16:80])
+    crops = random_crop_nhwc(x.repeat(20, 1, 1, 1), 64, 8, torch.Generator().manual_seed(0))
+    assert crops.shape == (40, 64, 64, 3)
+    # Every crop still contains the labelled centre 32 px of its patch.
+    for i, crop in enumerate(crops):
+        top = int((crop[0, 0, 0] - x[i % 2, 0, 0, 0]) // (96 * 3))
+        left = int((crop[0, 0, 0] - x[i % 2, 0, 0, 0]) % (96 * 3)) // 3
+        assert 8 <= top <= 24 and 8 <= left <= 24
+        assert torch.equal(crop, x[i % 2, top : top + 64, left : left + 64])
+    with pytest.raises(ValueError):
+        random_crop_nhwc(x, 128, 0)
+
+
+def test_augmenter_all_off_is_identity_and_on_is_seeded() -> None:
+    x = _batch(8)
+    off = Augmenter(AugmentSettings(dihedral=False))
+    assert torch.equal(off(x), x)
+    on = AugmentSettings(dihedral=True, hsv=True, hed=True)
+    a, b = Augmenter(on, seed=3)(x), Augmenter(on, seed=3)(x)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, x)

@@ -1,0 +1,219 @@
+"""``wsi-train`` end to end on a tiny synthetic Kaggle-layout dataset, resume, and bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from wsi_pipeline.cli.train import main as train_main
+from wsi_pipeline.errors import OptionError, OutputError, UnknownArchitectureError
+from wsi_pipeline.models import load_model
+from wsi_pipeline.training.config import TrainConfig
+from wsi_pipeline.training.trainer import lr_at, train
+
+TINY = {
+    "model": "tiny_resnet",
+    "model_kwargs": {"widths": [4, 8, 8, 16]},
+    "epochs": 2,
+    "batch_size": 8,
+    "optimizer": "adamw",
+    "lr": 0.01,
+    "lr_schedule": "cosine",
+    "val_fraction": 0.25,
+    "center_crop": 64,
+    "crop_jitter": 4,
+    "augment": {"dihedral": True, "hsv": True, "hed": True},
+    "num_threads": 1,
+}
+
+
+def _write_dataset(root: Path, n: int = 40) -> Path:
+    """Kaggle layout: pink 'normal' patches; 'tumour' patches have a dark purple centre."""
+    rng = np.random.default_rng(0)
+    (root / "train").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        img = np.clip(rng.normal([230, 170, 200], 12, (96, 96, 3)), 0, 255)
+        if label:
+            img[28:68, 28:68] = np.clip(rng.normal([90, 40, 130], 15, (40, 40, 3)), 0, 255)
+        Image.fromarray(img.astype(np.uint8)).save(root / "train" / f"p{i:03d}.png")
+        rows.append((f"p{i:03d}", label))
+    with open(root / "train_labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("id", "label"), *rows])
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return _write_dataset(tmp_path_factory.mktemp("data") / "patches")
+
+
+def _cli(args: list[str], monkeypatch) -> int:
+    monkeypatch.setattr(sys, "argv", ["wsi-train", *args])
+    with pytest.raises(SystemExit) as exc:
+        train_main()
+        raise SystemExit(0)
+    return int(exc.value.code or 0)
+
+
+def test_defaults_are_the_study_settings() -> None:
+    cfg = TrainConfig()
+    assert (cfg.model, cfg.optimizer, cfg.batch_size, cfg.epochs) == ("seed_cnn", "adam", 32, 10)
+    assert cfg.lr_schedule == "exponential" and cfg.lr_decay < 1 and cfg.early_stopping > 0
+    seed = TrainConfig.from_yaml(Path(__file__).parents[1] / "configs" / "seed.yaml")
+    assert seed.model == "seed_cnn" and seed.batch_size == 32 and seed.epochs == 10
+    assert (
+        TrainConfig.from_yaml(Path(__file__).parents[1] / "configs" / "default.yaml").model == "tiny_resnet"
+    )
+
+
+def test_learning_rate_decays() -> None:
+    for schedule in ("exponential", "cosine", "onecycle"):
+        cfg = TrainConfig(lr_schedule=schedule, epochs=5)
+        lrs = [lr_at(cfg, e, 0, 10) for e in range(1, 5)]
+        assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False)), schedule
+        assert max(lrs) <= cfg.lr
+
+
+def test_tiny_training_run_writes_every_artefact(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(TINY))
+    run = tmp_path / "run"
+    assert (
+        _cli(["--data", str(dataset), "--config", str(cfg_path), "-o", str(run), "--quiet"], monkeypatch) == 0
+    )
+    assert "val AUC" in capsys.readouterr().out
+    for name in (
+        "log.csv",
+        "loss.png",
+        "accuracy.png",
+        "train_config.yaml",
+        "summary.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "model/model.safetensors",
+        "model/config.json",
+        "last/model.safetensors",
+    ):
+        assert (run / name).is_file(), name
+    with open(run / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0 <= float(r["val_acc"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+    model = load_model(run / "model")
+    cfg = model.config
+    assert cfg.architecture == "tiny_resnet" and cfg.center_crop == 64 and cfg.patch_size == 96
+    assert cfg.class_names == ["normal", "tumor"]
+    assert cfg.data["split"]["n_val"] == 10 and cfg.data["split"]["n_train"] == 30 and cfg.data["n"] == 40
+    assert cfg.training["epochs"] == 2 and cfg.training["batch_size"] == 8
+    assert set(cfg.metrics) >= {"accuracy", "auc", "accuracy_ci", "auc_ci", "confusion_matrix", "best_epoch"}
+    cm = cfg.metrics["confusion_matrix"]
+    assert cm["tn"] + cm["fp"] + cm["fn"] + cm["tp"] == 10
+    assert all(s > 0 for s in cfg.std) and all(0 < m < 1 for m in cfg.mean)
+    probs = model.predict_proba(np.zeros((2, 96, 96, 3), np.uint8))
+    assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
+
+
+def test_training_is_seeded(dataset: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 1})
+    a = train(dataset, cfg, tmp_path / "a", progress=False)
+    b = train(dataset, cfg, tmp_path / "b", progress=False)
+    assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=1e-5)
+    assert a.metrics["auc"] == pytest.approx(b.metrics["auc"], abs=1e-6)
+
+
+def test_resume_continues_from_the_last_checkpoint(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump({**TINY, "epochs": 1}))
+    run = tmp_path / "run"
+    base = ["--data", str(dataset), "-o", str(run), "--quiet"]
+    assert _cli([*base, "--config", str(cfg_path)], monkeypatch) == 0
+    first = (run / "log.csv").read_text().splitlines()
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+    # A second run into the same folder without --resume is refused ...
+    assert _cli([*base, "--config", str(cfg_path)], monkeypatch) == 1
+    # ... with --resume it picks up the saved settings and trains epoch 2 only.
+    assert _cli([*base, "--resume", "--epochs", "2"], monkeypatch) == 0
+    rows = (run / "log.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[:2] == first
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] == 2
+
+
+def test_resume_without_checkpoint_is_refused(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="nothing to resume"):
+        train(dataset, TrainConfig.from_dict(TINY), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_early_stopping_stops(dataset: Path, tmp_path: Path) -> None:
+    # lr 0 never improves after epoch 1, so patience 1 stops after epoch 2.
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 5, "lr": 1e-12, "early_stopping": 1, "augment": False})
+    result = train(dataset, cfg, tmp_path / "run", progress=False)
+    assert result.stopped_early and result.epochs_run == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"epochs": 0}, "epochs must be"),
+        ({"lr": -1}, "lr must be"),
+        ({"batch_size": "big"}, "batch_size"),
+        ({"optimizer": "lbfgs"}, "optimizer must be"),
+        ({"stain_normalization": "vahadane"}, "stain_normalization"),
+        ({"center_crop": 200}, "center_crop"),
+        ({"learning_rate": 0.1}, r"unknown setting\(s\) \['learning_rate'\]"),
+        ({"augment": {"rotate": True}}, r"augment: unknown setting\(s\) \['rotate'\]"),
+    ],
+)
+def test_bad_settings_are_rejected(settings: dict, message: str) -> None:
+    with pytest.raises(OptionError, match=message):
+        TrainConfig.from_dict({**TINY, **settings})
+
+
+def test_cli_bad_inputs_exit_non_zero_with_one_line(
+    dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("epochs: [1, 2\n")
+    unknown_key = tmp_path / "unknown.yaml"
+    unknown_key.write_text("epocs: 3\n")
+    cases = [
+        (["--data", str(tmp_path / "nope"), "-o", str(tmp_path / "r1")], "dataset path not found"),
+        (
+            ["--data", str(dataset), "--model", "no_such_net", "-o", str(tmp_path / "r2")],
+            "unknown architecture",
+        ),
+        (
+            ["--data", str(dataset), "--config", str(bad_yaml), "-o", str(tmp_path / "r3")],
+            "cannot parse YAML",
+        ),
+        (["--data", str(dataset), "--config", str(unknown_key), "-o", str(tmp_path / "r4")], "epocs"),
+        (
+            ["--data", str(dataset), "--config", str(tmp_path / "missing.yaml"), "-o", str(tmp_path / "r5")],
+            "config file not found",
+        ),
+        (["--data", str(dataset), "--epochs", "0", "-o", str(tmp_path / "r6")], "epochs must be"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert _cli(args, monkeypatch) == 1, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and message in err and "\n" not in err, err
+
+
+def test_unknown_model_fails_before_loading_data(tmp_path: Path) -> None:
+    with pytest.raises(UnknownArchitectureError):
+        train(tmp_path, TrainConfig.from_dict({**TINY, "model": "nope"}), tmp_path / "run", progress=False)
