@@ -121,6 +121,17 @@ def test_directory_input_picks_slide_files_by_extension(tmp_path, slides, probe_
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["good", "second"]
 
 
+def test_same_stem_twice_is_refused_before_running(tmp_path, slides, probe_dir):
+    twin = tmp_path / "good.svs"
+    twin.write_bytes(slides["good"].read_bytes())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, [str(slides["good"]), str(twin), "-o", str(out), "--model", str(probe_dir)]
+    )
+    assert result.exit_code == 1 and "both would write to OUT/good" in str(result.exception or result.output)
+    assert not out.exists()
+
+
 def test_one_line_error_names_the_slide():
     slide = Path("/data/x.svs")
     assert one_line_error(slide, ValueError("boom\nmore")) == "/data/x.svs: boom"

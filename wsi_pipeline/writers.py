@@ -250,8 +250,11 @@ def write_overlay_png(
     right = (geometry.origin_x + cols * geometry.size) / thumb_downsample
     bottom = (geometry.origin_y + rows * geometry.size) / thumb_downsample
     aspect = th / max(tw, 1)
-    width_in = 8.0
-    fig = Figure(figsize=(width_in, max(3.0, width_in * aspect * 0.9)), dpi=100)
+    longest_in = 9.0  # figure size follows the slide's shape, longest side capped
+    width_in, height_in = (
+        (longest_in, longest_in * aspect) if aspect <= 1 else (longest_in / aspect, longest_in)
+    )
+    fig = Figure(figsize=(max(width_in + 1.5, 4.0), max(height_in, 3.0)), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(thumbnail, extent=(0, tw, th, 0), interpolation="antialiased")

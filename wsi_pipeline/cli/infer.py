@@ -47,6 +47,15 @@ def expand_slide_paths(inputs: Iterable[Path]) -> list[Path]:
     return slides
 
 
+def check_unique_stems(slides: Sequence[Path]) -> None:
+    """Two slides with the same stem would write the same ``OUT/<stem>`` folder."""
+    seen: dict[str, Path] = {}
+    for slide in slides:
+        other = seen.setdefault(slide.stem, slide)
+        if other != slide:
+            raise OptionError(f"{slide}: same name as {other}; both would write to OUT/{slide.stem}")
+
+
 def one_line_error(slide: Path, exc: BaseException) -> str:
     """First line of the error message, prefixed with the slide when the message does not name it."""
     lines = str(exc).strip().splitlines()
@@ -216,6 +225,7 @@ def cli(
     )
     options.validate()
     paths = expand_slide_paths(slides)
+    check_unique_stems(paths)
     model = load_inference_model(model_path, device)
     outcome = infer_slides(paths, out_root, options, model, progress=progress)
     click.echo(
