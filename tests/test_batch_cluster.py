@@ -109,6 +109,7 @@ def test_workers_are_separate_processes_with_thread_settings(cluster):
 def test_batch_matches_serial_and_records_the_broken_slide(data, cluster, tmp_path):
     out = tmp_path / "out"
     lines: list[str] = []
+    errors: list[str] = []
     slides = [*data["good"], data["broken"]]
     report = run_batch(
         slides,
@@ -118,6 +119,7 @@ def test_batch_matches_serial_and_records_the_broken_slide(data, cluster, tmp_pa
         scheduler=cluster["address"],
         progress=False,
         echo=_echo_to(lines),
+        echo_err=_echo_to(errors),
     )
     assert (report.n_done, report.n_skipped, report.n_failed, report.exit_code) == (3, 0, 1, 1)
     assert report.n_workers == 2
@@ -137,7 +139,8 @@ def test_batch_matches_serial_and_records_the_broken_slide(data, cluster, tmp_pa
     assert [s["status"] for s in twin["slides"]] == ["done", "done", "done", "failed"]
     assert twin["n_failed"] == 1
     assert _temp_entries(out) == []
-    assert any("failed: " in line and "broken.tif" in line for line in lines)
+    assert len(errors) == 1 and errors[0].startswith(f"error: {data['broken']}")
+    assert any("3 done, 0 skipped, 1 failed" in line for line in lines)
 
 
 def test_interrupted_run_resumes_to_a_complete_result(data, cluster, tmp_path):

@@ -13,6 +13,7 @@ from wsi_pipeline.batch.resume import OUTPUT_NAMES, clean_stale_temp, is_up_to_d
 from wsi_pipeline.batch.runner import check_unique_stems, run_batch
 from wsi_pipeline.batch.worker import one_line
 from wsi_pipeline.errors import OptionError
+from wsi_pipeline.pipeline import InferenceOptions
 
 
 # --- worker planning ---------------------------------------------------------------------------
@@ -134,3 +135,16 @@ def test_two_slides_with_one_stem_are_refused(tmp_path):
         check_unique_stems([Path("x/a.tif"), Path("y/a.svs")])
     with pytest.raises(OptionError, match="no slides"):
         run_batch([], tmp_path / "out")
+
+
+def test_device_is_checked_before_any_cluster_starts(tmp_path):
+    from wsi_pipeline.batch.runner import check_device
+
+    check_device("cuda:1", local=False)  # remote GPU workers: syntax only
+    check_device("cpu", local=True)
+    for bad in ("tpu", "cuda:x", ""):
+        with pytest.raises(OptionError, match="--device"):
+            check_device(bad, local=False)
+    with pytest.raises(OptionError, match="--device"):
+        run_batch([tmp_path / "a.tif"], tmp_path / "out", InferenceOptions(device="tpu"))
+    assert not (tmp_path / "out").exists()

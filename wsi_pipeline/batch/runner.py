@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +27,19 @@ def check_unique_stems(slides: Sequence[Path]) -> None:
             raise OptionError(f"{slide}: same name as {other}; both would write to OUT/{slide.stem}")
 
 
+def check_device(device: str, local: bool) -> None:
+    """Fail early on a bad ``--device``: fully on a local cluster, by syntax for a remote one."""
+    from wsi_pipeline.inference import resolve_device
+
+    if local:
+        resolve_device(device)
+        return
+    name = (device or "").strip().lower()
+    index = name.partition(":")[2]
+    if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and index.isdigit())):
+        raise OptionError(f"--device: unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
+
+
 def resolve_model_path(model_path: str | Path | None) -> Path:
     """Absolute model folder (workers on other nodes need a path, not ``None``)."""
     from wsi_pipeline.models.io import default_model_dir
@@ -43,12 +57,12 @@ def compute_params_hash(model: Any, options: InferenceOptions) -> str:
     return params_hash(model, options)
 
 
-def _failure_text(exc: BaseException) -> str:
+def _failure_text(slide: Path, exc: BaseException) -> str:
     from distributed import KilledWorker
 
     if isinstance(exc, KilledWorker):
-        return "worker process died every time it ran this slide (crash or out of memory)"
-    return f"{type(exc).__name__}: {one_line(exc)}"
+        return f"{slide}: worker process died every time it ran this slide (crash or out of memory?)"
+    return f"{slide}: {type(exc).__name__}: {one_line(exc)}"
 
 
 def _row_from_outcome(slide: Path, outcome: dict[str, Any]) -> SlideRow:
@@ -99,7 +113,7 @@ def _submit_and_gather(
             if exc is None:
                 rows[slide] = _row_from_outcome(slide, future.result())
             else:
-                rows[slide] = SlideRow(slide=str(slide), status="failed", error=_failure_text(exc))
+                rows[slide] = SlideRow(slide=str(slide), status="failed", error=_failure_text(slide, exc))
             n_failed = sum(r.status == "failed" for r in rows.values())
             bar.set_postfix(failed=n_failed, refresh=False)
             bar.update(1)
@@ -125,6 +139,7 @@ def run_batch(
     allowed_failures: int = DEFAULT_ALLOWED_FAILURES,
     connect_timeout: float = 30.0,
     echo: Echo = print,
+    echo_err: Echo | None = None,
 ) -> BatchReport:
     """Process ``slides`` into ``out_root`` on a Dask cluster, one task per slide.
 
@@ -132,13 +147,15 @@ def run_batch(
     ``scheduler`` gives the address of a running one. Slides whose outputs are complete and made
     with the same model and parameters are skipped (``resume``). A bad slide fails alone and is
     recorded; a worker that dies mid-slide gets that slide rerun elsewhere. Writes
-    ``run_summary.csv``/``.json`` into ``out_root`` and returns the report.
+    ``run_summary.csv``/``.json`` into ``out_root`` and returns the report. Progress goes to
+    ``echo``, one ``error: ...`` line per failed slide to ``echo_err`` (default: stderr).
     """
     from wsi_pipeline.models.io import load_model
 
     started = time.perf_counter()
     options = options or InferenceOptions()
     options.validate()
+    check_device(options.device, local=scheduler is None)
     slide_paths = [Path(s) for s in slides]
     if not slide_paths:
         raise OptionError("no slides to process")
@@ -187,7 +204,8 @@ def run_batch(
     report.wall_seconds = time.perf_counter() - started
     write_run_summary(report)
     echo(report.one_line() + f"; summary: {report.csv_path}")
+    echo_err = echo_err or (lambda text: print(text, file=sys.stderr))
     for row in report.rows:
         if row.status == "failed":
-            echo(f"failed: {row.slide}: {row.error}")
+            echo_err(f"error: {row.error}")
     return report
