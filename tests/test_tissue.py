@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shapely import Point
 from slide_factory import write_pyramidal_tiff
 
 from wsi_pipeline.errors import NoTissueError
@@ -114,3 +115,17 @@ def test_tile_smaller_than_mask_pixel_uses_its_centre_pixel() -> None:
     tm = TissueMask(grid, scale_x=100.0, scale_y=100.0, slide_size=(400, 400))
     assert tm.fraction_in(230, 130, 20, 20) == 1.0
     assert tm.fraction_in(330, 130, 20, 20) == 0.0
+
+
+def test_polygons_keep_holes_and_islands_in_holes() -> None:
+    grid = np.zeros((60, 60), bool)
+    grid[5:55, 5:55] = True  # tissue
+    grid[15:45, 15:45] = False  # hole
+    grid[25:35, 25:35] = True  # island inside the hole
+    polys = TissueMask(grid, scale_x=2.0, scale_y=3.0, slide_size=(120, 180)).polygons()
+    assert polys.is_valid and len(polys.geoms) == 2
+    assert sorted(len(p.interiors) for p in polys.geoms) == [0, 1]
+    assert polys.area == pytest.approx(grid.sum() * 6.0, rel=0.01)
+    assert polys.contains(Point(60, 90))  # island centre (level-0)
+    assert not polys.contains(Point(40, 60))  # in the hole
+    assert np.allclose(polys.bounds, (10, 15, 110, 165), atol=1.5)

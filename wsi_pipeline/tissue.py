@@ -97,26 +97,44 @@ class TissueMask:
     def polygons(self, simplify: float = 0.0) -> MultiPolygon:
         """Tissue outline as a shapely MultiPolygon (with holes) in level-0 pixel coordinates."""
         padded = np.pad(self.mask.astype(np.float32), 1)
-        rings = []
+        rings: list[np.ndarray] = []
+        signed: list[float] = []
         for contour in find_contours(padded, 0.5):
             if len(contour) < 4:
                 continue
             xy = np.column_stack([(contour[:, 1] - 0.5) * self.scale_x, (contour[:, 0] - 0.5) * self.scale_y])
-            ring = shapely.make_valid(Polygon(xy))
-            if not ring.is_empty and ring.area > 0:
-                rings.append(ring)
-        rings.sort(key=lambda g: g.area, reverse=True)
-        geometry = shapely.GeometryCollection()
-        for ring in rings:  # nested rings alternate tissue / hole
-            geometry = geometry.symmetric_difference(ring)
-        if simplify > 0:
-            geometry = geometry.simplify(simplify)
-        polys = [
-            g for g in getattr(geometry, "geoms", [geometry]) if isinstance(g, Polygon) and not g.is_empty
-        ]
-        for g in getattr(geometry, "geoms", []):
-            if isinstance(g, MultiPolygon):
-                polys.extend(g.geoms)
+            x, y = xy[:, 0], xy[:, 1]
+            area = 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+            if area != 0.0:
+                rings.append(xy)
+                signed.append(area)
+        if not rings:
+            return MultiPolygon([])
+        # Contours wind one way around tissue and the other way around holes; the largest ring is
+        # always an outer boundary because the mask is padded with background.
+        shell_sign = np.sign(signed[int(np.argmax(np.abs(signed)))])
+        shells = [Polygon(r) for r, a in zip(rings, signed, strict=True) if np.sign(a) == shell_sign]
+        holes = [Polygon(r) for r, a in zip(rings, signed, strict=True) if np.sign(a) != shell_sign]
+        children: list[list] = [[] for _ in shells]
+        if holes:
+            tree = shapely.STRtree(shells)
+            areas = np.array([shell.area for shell in shells])
+            hole_idx, shell_idx = tree.query(holes, predicate="within")
+            parent: dict[int, int] = {}
+            for h, sh in zip(hole_idx.tolist(), shell_idx.tolist(), strict=True):
+                if h not in parent or areas[sh] < areas[parent[h]]:
+                    parent[h] = sh  # the smallest enclosing shell is the direct parent
+            for h, sh in parent.items():
+                children[sh].append(holes[h].exterior.coords)
+        polys: list[Polygon] = []
+        for shell, inner in zip(shells, children, strict=True):
+            poly = Polygon(shell.exterior.coords, inner)
+            if simplify > 0:
+                poly = poly.simplify(simplify)
+            if not poly.is_valid:
+                poly = shapely.make_valid(poly)
+            parts = poly.geoms if hasattr(poly, "geoms") else [poly]
+            polys.extend(p for p in parts if isinstance(p, Polygon) and not p.is_empty)
         return MultiPolygon(polys)
 
 
