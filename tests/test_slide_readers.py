@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 from slide_factory import gradient_image, write_ome_tiff, write_pyramidal_tiff
 
 from wsi_pipeline.errors import OptionError, SlideOpenError, SlideReadError, UnknownMppError
@@ -229,9 +230,7 @@ def test_thumbnail_of_flat_slide_reads_bounded_blocks(tmp_path: Path, gradient) 
         reader._cache.clear()
         reader.read_region((300, 300), 0, (100, 100))
         assert len(reader._cache) == 1
-    expected = np.asarray(
-        __import__("PIL.Image", fromlist=["Image"]).fromarray(big).resize((300, 233), resample=4)
-    )
+    expected = np.asarray(Image.fromarray(big).resize((300, 233), resample=Image.Resampling.BOX))
     assert np.abs(thumb.astype(int) - expected).mean() < 2.0
 
 

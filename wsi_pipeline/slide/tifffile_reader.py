@@ -61,7 +61,7 @@ class _Level:
 
 
 class TiffFileReader(SlideReader):
-    """Reads the first image series of a TIFF (OME or not) with tifffile, tile by tile."""
+    """Reads the main image series of a TIFF (OME or not) with tifffile, tile by tile."""
 
     def __init__(self, path: str | Path, cache_bytes: int = 64 * 2**20) -> None:
         self.path = Path(path)
@@ -86,7 +86,8 @@ class TiffFileReader(SlideReader):
     def _init_levels(self) -> None:
         if not self._tif.series or not self._tif.pages:
             raise SlideOpenError(f"{self.path}: TIFF holds no image (truncated or empty directory)")
-        series = self._tif.series[0]
+        # The main image: the series with the largest first page (skips thumbnails, labels, macros).
+        series = max(self._tif.series, key=_series_area)
         self._series = series
         levels: list[_Level] = []
         for level_series in series.levels:
@@ -269,6 +270,11 @@ class TiffFileReader(SlideReader):
 
     def close(self) -> None:
         self._tif.close()
+
+
+def _series_area(series: tifffile.TiffPageSeries) -> int:
+    key = series.keyframe
+    return 0 if key is None else int(key.imagewidth) * int(key.imagelength)
 
 
 def _white_value(page: tifffile.TiffPage) -> float | int:
