@@ -37,7 +37,7 @@ class ClassFolderDataset(ImageFileDataset):
                 f"{root}: {len(stray)} image folders other than 0/ and 1/ (labels must be 0 or 1): "
                 f"{format_offenders(stray)}"
             )
-        paths: list[Path] = []
+        paths: list[str] = []
         labels: list[int] = []
         ids: list[str] = []
         for label in CLASS_DIRS:

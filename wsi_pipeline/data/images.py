@@ -39,21 +39,21 @@ def format_offenders(items: Sequence[str], total: int | None = None) -> str:
     return f"{shown}{more}"
 
 
-def _header_problem(path: Path) -> str | None:
+def _header_problem(path: str) -> str | None:
     """Cheap check of one file (header only); returns a problem description or ``None``."""
     try:
         with Image.open(path) as im:
             size, mode = im.size, im.mode
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        return f"{path.name} (unreadable: {type(exc).__name__})"
+        return f"{os.path.basename(path)} (unreadable: {type(exc).__name__})"
     if size != (PATCH_SIZE, PATCH_SIZE):
-        return f"{path.name} ({size[0]}x{size[1]})"
+        return f"{os.path.basename(path)} ({size[0]}x{size[1]})"
     if mode not in ("RGB", "RGBA", "L", "P", "CMYK", "YCbCr"):
-        return f"{path.name} (mode {mode})"
+        return f"{os.path.basename(path)} (mode {mode})"
     return None
 
 
-def decode_patch(path: Path) -> np.ndarray:
+def decode_patch(path: str | Path) -> np.ndarray:
     """Decode one patch file to uint8 ``(96, 96, 3)`` RGB; any failure is a :class:`DatasetError`."""
     try:
         with Image.open(path) as im:
@@ -69,9 +69,9 @@ def decode_patch(path: Path) -> np.ndarray:
     return arr
 
 
-def _decode_tiff_fallback(path: Path, first_error: Exception) -> np.ndarray:
+def _decode_tiff_fallback(path: str | Path, first_error: Exception) -> np.ndarray:
     """TIFF flavours PIL cannot decode are retried with tifffile."""
-    if path.suffix.lower() not in (".tif", ".tiff"):
+    if os.path.splitext(str(path))[1].lower() not in (".tif", ".tiff"):
         raise DatasetError(f"{path}: cannot decode image: {first_error}") from first_error
     import tifffile
 
@@ -89,7 +89,8 @@ def _decode_tiff_fallback(path: Path, first_error: Exception) -> np.ndarray:
 class ImageFileDataset(PatchDataset):
     """Patches stored one per file, with labels known up front."""
 
-    def __init__(self, root: Path, paths: list[Path], labels: np.ndarray, ids: list[str], workers: int = 0):
+    def __init__(self, root: Path, paths: list[str], labels: np.ndarray, ids: list[str], workers: int = 0):
+        """``paths`` are plain strings (220k ``Path`` objects cost seconds to build)."""
         if len(paths) == 0:
             raise DatasetError(f"{root}: dataset holds no patches")
         self.root = Path(root)
@@ -156,12 +157,12 @@ class ImageFileDataset(PatchDataset):
         return info
 
 
-def list_image_files(folder: Path) -> dict[str, Path]:
+def list_image_files(folder: Path) -> dict[str, str]:
     """Map file stem -> path for the image files directly inside ``folder``.
 
     Raises :class:`DatasetError` when two files share a stem (e.g. ``a.tif`` and ``a.jpg``).
     """
-    found: dict[str, Path] = {}
+    found: dict[str, str] = {}
     clashes: list[str] = []
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -172,7 +173,7 @@ def list_image_files(folder: Path) -> dict[str, Path]:
             if stem in found:
                 clashes.append(stem)
                 continue
-            found[stem] = Path(entry.path)
+            found[stem] = entry.path
     if clashes:
         listed = format_offenders(sorted(clashes))
         raise DatasetError(f"{folder}: {len(clashes)} ids have several image files: {listed}")

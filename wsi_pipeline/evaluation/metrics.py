@@ -97,8 +97,11 @@ def _resample_counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarra
 
 def _weighted_auc(counts: np.ndarray, y_sorted: np.ndarray, group_starts: np.ndarray) -> np.ndarray:
     """AUC per row of resample ``counts`` (columns ordered by score, ties grouped by ``group_starts``)."""
-    pos = np.add.reduceat(counts * y_sorted, group_starts, axis=1).astype(np.float64)
-    neg = np.add.reduceat(counts * (1 - y_sorted), group_starts, axis=1).astype(np.float64)
+    pos = (counts * y_sorted).astype(np.float64)
+    neg = counts - pos
+    if len(group_starts) < counts.shape[1]:  # tied scores: one group per distinct score
+        pos = np.add.reduceat(pos, group_starts, axis=1)
+        neg = np.add.reduceat(neg, group_starts, axis=1)
     below = np.cumsum(neg, axis=1) - neg  # negatives scoring strictly lower
     num = (pos * (below + 0.5 * neg)).sum(axis=1)
     den = pos.sum(axis=1) * neg.sum(axis=1)
@@ -125,13 +128,14 @@ def bootstrap_intervals(
     if n_boot <= 0:
         return {k: None for k in ("accuracy", "auc", "sensitivity", "specificity")}
     rng = np.random.default_rng(seed)
-    correct = ((p >= threshold).astype(np.int64) == y).astype(np.int32)
-    pred_pos = (p >= threshold).astype(np.int32)
+    # Work in score order: a resample of positions in sorted order is a resample of the patches,
+    # and the AUC then needs no per-resample gather.
     order = np.argsort(p, kind="stable")
-    p_sorted = p[order]
-    y_sorted = y[order].astype(np.int32)
-    group_starts = np.flatnonzero(np.r_[True, np.diff(p_sorted) != 0])
+    p, y = p[order], y[order]
+    group_starts = np.flatnonzero(np.r_[True, np.diff(p) != 0])
+    pred_pos = (p >= threshold).astype(np.int32)
     y32 = y.astype(np.int32)
+    correct = (pred_pos == y32).astype(np.int32)
     results: dict[str, list[np.ndarray]] = {k: [] for k in ("accuracy", "auc", "sensitivity", "specificity")}
     step = max(1, min(n_boot, max_elements // max(n, 1)))
     done = 0
@@ -146,7 +150,7 @@ def bootstrap_intervals(
             results["accuracy"].append((counts @ correct) / n)
             results["sensitivity"].append(np.where(n_pos > 0, tp / np.maximum(n_pos, 1), np.nan))
             results["specificity"].append(np.where(n_neg > 0, tn / np.maximum(n_neg, 1), np.nan))
-        results["auc"].append(_weighted_auc(counts[:, order], y_sorted, group_starts))
+        results["auc"].append(_weighted_auc(counts, y32, group_starts))
         done += c
     tail = (1 - confidence) / 2 * 100
     out: dict[str, list[float] | None] = {}
