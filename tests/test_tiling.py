@@ -123,3 +123,12 @@ def test_mosaic_cells_map_to_grid_cells(tmp_path: Path) -> None:
             assert np.array_equal(tile, patches[layout[r, c]])
     with pytest.raises(ValueError, match="96"):
         build_patch_mosaic(rng.integers(0, 255, (1, 50, 50, 3), dtype=np.uint8), [1], np.zeros((1, 1), int))
+
+
+def test_slide_smaller_than_one_tile_gives_empty_grid() -> None:
+    grid = TileGrid(100, 100, slide_mpp=0.5)  # a 96-px tile at 0.972 um/px needs 187 level-0 px
+    tiles = grid.tiles()
+    assert grid.shape == (0, 0) and len(tiles) == 0 and len(grid) == 0
+    assert list(grid.iter_blocks(4)) == []
+    tm = TissueMask(np.ones((10, 10), bool), 10.0, 10.0, (100, 100))
+    assert tm.tile_fractions(tiles.x, tiles.y, grid.tile_size0, grid.tile_size0).shape == (0,)
