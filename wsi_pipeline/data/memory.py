@@ -12,7 +12,9 @@ from wsi_pipeline.errors import DatasetError
 class ArrayDataset(PatchDataset):
     """uint8 ``(N, 96, 96, 3)`` images with int64 0/1 labels."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, ids: list[str] | None = None, source: str = ""):
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, ids: list[str] | None = None, source: str = ""
+    ):
         images = np.asarray(images)
         labels = np.asarray(labels).reshape(-1)
         if images.ndim != 4 or images.shape[1:] != (96, 96, 3) or images.dtype != np.uint8:
