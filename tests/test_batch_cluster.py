@@ -7,10 +7,13 @@ the model is the deterministic ``mean_intensity_probe`` saved with ``save_model`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,7 +29,7 @@ from wsi_pipeline.batch.runner import run_batch
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.models import load_model
 from wsi_pipeline.pipeline import InferenceOptions, run_slide
-from wsi_pipeline.writers import read_heatmap_zarr
+from wsi_pipeline.writers import OUTPUT_NAMES, read_heatmap_zarr
 
 GOOD = ("alpha", "bravo", "charlie")
 OPTIONS = InferenceOptions(device="cpu", batch_size=64, num_readers=1)
@@ -211,33 +214,52 @@ def test_interrupted_run_resumes_to_a_complete_result(data, cluster, tmp_path):
     assert [r.status for r in report3.rows] == ["skipped"] * 3
 
 
+def _executing(dask_worker) -> tuple[int, list[str]]:
+    return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
+
+
+def _release_fifo(fifo: Path) -> None:
+    """Let a reader blocked in open() on ``fifo`` go on (it then sees an empty file)."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def _held_slide(folder: Path, source: Path) -> tuple[Path, Path]:
+    """A FIFO named like a slide: a task opening it blocks until we act (replace it or release it)."""
+    held = folder / "held.tif"
+    os.mkfifo(held)
+    real = folder.parent / "held_real.tif"
+    shutil.copy(source, real)
+    return held, real
+
+
 @pytest.mark.slow  # includes the restart of a worker process
 def test_killed_worker_mid_slide_is_retried_elsewhere(data, cluster, tmp_path):
-    """SIGKILL a worker process while it runs a slide; the slide is rerun and every good slide completes."""
+    """SIGKILL the worker process that is in the middle of a slide; the slide is rerun elsewhere."""
     client = cluster["client"]
-    # More work than workers so a task is surely running when the killer looks.
     slide_dir = tmp_path / "slides"
     slide_dir.mkdir()
-    slides = []
-    for i in range(4):
-        src = data["good"][i % 3]
-        dst = slide_dir / f"{src.stem}_{i}.tif"
-        shutil.copy(src, dst)
-        slides.append(dst)
+    held, real = _held_slide(slide_dir, data["good"][0])
+    slides = [held]
+    for src in data["good"]:
+        slides.append(slide_dir / f"{src.stem}_copy.tif")
+        shutil.copy(src, slides[-1])
     killed: dict = {}
 
-    def executing(dask_worker):
-        return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
-
     def killer() -> None:
+        # The task for held.tif blocks inside open(); once a worker is seen executing it, swap the
+        # FIFO for the real slide (the rerun will read that) and kill the worker for real.
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not killed:
-            for pid, keys in client.run(executing).values():
-                if keys:
+        while time.monotonic() < deadline:
+            for pid, keys in client.run(_executing).values():
+                key = next((k for k in keys if "-held-" in k), None)
+                if key:
+                    os.replace(real, held)
                     os.kill(pid, signal.SIGKILL)
-                    killed.update(pid=pid, key=keys[0])
+                    killed.update(pid=pid, key=key)
                     return
             time.sleep(0.02)
+        _release_fifo(held)  # never seen: do not leave the run hanging
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
@@ -246,18 +268,75 @@ def test_killed_worker_mid_slide_is_retried_elsewhere(data, cluster, tmp_path):
         slides, out, OPTIONS, data["model"], scheduler=cluster["address"], progress=False, echo=_echo_to([])
     )
     thread.join(timeout=5)
-    assert killed, "no worker was seen running a slide"
+    assert killed, "no worker was seen running held.tif"
     with pytest.raises(ProcessLookupError):
         os.kill(killed["pid"], 0)
-    assert (report.n_done, report.n_failed) == (4, 0)
-    victim = next(s for s in slides if f"-{s.stem}-" in killed["key"])
-    assert not report.row(victim).worker.endswith(f":{killed['pid']}")  # rerun by another process
-    for slide in slides:
-        np.testing.assert_array_equal(
-            _heatmap(out, slide.stem), _heatmap(data["serial"], slide.stem.rsplit("_", 1)[0])
-        )
+    assert (report.n_done, report.n_failed) == (4, 0), report.rows
+    assert not report.row(held).worker.endswith(f":{killed['pid']}")  # rerun by another process
+    np.testing.assert_array_equal(_heatmap(out, "held"), _heatmap(data["serial"], data["good"][0].stem))
+    for src in data["good"]:
+        np.testing.assert_array_equal(_heatmap(out, f"{src.stem}_copy"), _heatmap(data["serial"], src.stem))
     assert _temp_entries(out) == []
     client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+
+
+_CLIENT_SCRIPT = """
+import sys
+from wsi_pipeline.batch.runner import run_batch
+from wsi_pipeline.pipeline import InferenceOptions
+opts = InferenceOptions(device="cpu", batch_size=64, num_readers=1)
+run_batch(sys.argv[4:], sys.argv[1], opts, sys.argv[2], scheduler=sys.argv[3], progress=False)
+"""
+
+
+@pytest.mark.slow  # starts a client process
+def test_ctrl_c_leaves_nothing_that_looks_complete_and_resume_finishes(data, cluster, tmp_path):
+    slide_dir = tmp_path / "slides"
+    slide_dir.mkdir()
+    held, real = _held_slide(slide_dir, data["good"][1])
+    slides = [*data["good"], held]
+    out = tmp_path / "out"
+    args = [str(out), str(data["model"]), cluster["address"], *map(str, slides)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLIENT_SCRIPT, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not all((out / s.stem / "summary.json").exists() for s in data["good"]):
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "good slides never finished"
+            time.sleep(0.05)
+        assert proc.poll() is None  # still waiting for held.tif
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _release_fifo(held)  # free the worker still blocked on the FIFO
+    assert proc.returncode != 0 and "KeyboardInterrupt" in output
+    assert not (out / "held").exists() and not (out / "run_summary.csv").exists()
+    for entry in out.iterdir():  # whatever looks like a slide folder is complete
+        if not entry.name.startswith("."):
+            assert sorted(p.name for p in entry.iterdir()) == sorted(OUTPUT_NAMES)
+
+    os.replace(real, held)
+    lines: list[str] = []
+    report = run_batch(
+        slides,
+        out,
+        OPTIONS,
+        data["model"],
+        scheduler=cluster["address"],
+        progress=False,
+        echo=_echo_to(lines),
+    )
+    assert [r.status for r in report.rows] == ["skipped", "skipped", "skipped", "done"]
+    assert any("Skipped 3 slide(s)" in line for line in lines)
+    np.testing.assert_array_equal(_heatmap(out, "held"), _heatmap(data["serial"], data["good"][1].stem))
+    assert _temp_entries(out) == []
 
 
 def test_unreachable_scheduler_is_an_option_error(data, tmp_path):
