@@ -135,6 +135,8 @@ def test_two_slides_with_one_stem_are_refused(tmp_path):
         check_unique_stems([Path("x/a.tif"), Path("y/a.svs")])
     with pytest.raises(OptionError, match="no slides"):
         run_batch([], tmp_path / "out")
+    with pytest.raises(OptionError, match="--workers"):
+        run_batch([tmp_path / "a.tif"], tmp_path / "out", workers=2, scheduler="tcp://127.0.0.1:8786")
 
 
 def test_device_is_checked_before_any_cluster_starts(tmp_path):

@@ -154,6 +154,10 @@ def run_batch(
 
     started = time.perf_counter()
     options = options or InferenceOptions()
+    if workers is not None and scheduler:
+        raise OptionError(
+            "--workers starts a local cluster; with --scheduler the cluster's own workers are used"
+        )
     options.validate()
     check_device(options.device, local=scheduler is None)
     slide_paths = [Path(s) for s in slides]
