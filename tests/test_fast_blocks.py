@@ -1,0 +1,91 @@
+"""Fast block reads: tifffile used only where it returns exactly OpenSlide's pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from slide_factory import gradient_image, write_ome_tiff, write_pyramidal_tiff
+
+from wsi_pipeline.errors import SlideReadError
+from wsi_pipeline.slide import OpenSlideReader, TiffFileReader, open_slide, read_region_at_mpp
+from wsi_pipeline.slide.fast_blocks import FastBlockReader, fast_block_reader
+
+
+def _textured(height: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    image = gradient_image(height, width).astype(np.int16)
+    image += rng.integers(-30, 30, size=image.shape, dtype=np.int16)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def jpeg_pyramid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fast") / "pyramid.tif"
+    return write_pyramidal_tiff(path, _textured(1200, 1000), mpp=0.5, levels=3, tile=256, compression="jpeg")
+
+
+def test_jpeg_pyramid_reads_are_identical_to_openslide(jpeg_pyramid: Path) -> None:
+    with open_slide(jpeg_pyramid) as reader:
+        assert isinstance(reader, OpenSlideReader)
+        fast = fast_block_reader(reader)
+        try:
+            assert isinstance(fast, FastBlockReader)
+            assert fast.fast_levels == {0, 1, 2}
+            assert fast.dimensions == reader.dimensions and fast.metadata_mpp == reader.metadata_mpp
+            rng = np.random.default_rng(0)
+            for _ in range(12):
+                level = int(rng.integers(0, 3))
+                ds = int(reader.level_downsamples[level])
+                # Includes regions hanging over the right/bottom edges and the top-left corner.
+                x, y = (int(v) * ds for v in rng.integers(-40, 600 // ds, size=2))
+                size = tuple(int(v) for v in rng.integers(50, 700, size=2))
+                expected = reader.read_region((x, y), level, size)
+                assert np.array_equal(fast.read_region((x, y), level, size), expected)
+            # Resampled reads (what the inference engine does) agree too.
+            a = read_region_at_mpp(reader, 13, 7, 500, 400, 260, 210)
+            b = read_region_at_mpp(fast, 13, 7, 500, 400, 260, 210)
+            assert np.array_equal(a, b)
+        finally:
+            if fast is not reader:
+                fast.close()
+        # The OpenSlide handle still works after the fast reader is closed.
+        assert reader.read_region((0, 0), 0, (8, 8)).shape == (8, 8, 3)
+
+
+def test_non_openslide_readers_are_returned_unchanged(tmp_path: Path) -> None:
+    path = write_ome_tiff(tmp_path / "x.ome.tif", _textured(300, 300), mpp=0.5, levels=2)
+    with open_slide(path) as reader:
+        assert isinstance(reader, TiffFileReader)
+        assert fast_block_reader(reader) is reader
+
+
+def test_mismatching_levels_stay_with_openslide(jpeg_pyramid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = TiffFileReader.read_region
+
+    def off_by_one(self, location, level, size):  # type: ignore[no-untyped-def]
+        pixels = real(self, location, level, size)
+        if level == 1:
+            pixels = pixels.copy()
+            pixels[0, 0, 0] ^= 1
+        return pixels
+
+    monkeypatch.setattr(TiffFileReader, "read_region", off_by_one)
+    with open_slide(jpeg_pyramid) as reader:
+        fast = fast_block_reader(reader)
+        assert isinstance(fast, FastBlockReader) and fast.fast_levels == {0, 2}
+        assert np.array_equal(fast.read_region((0, 0), 1, (64, 64)), reader.read_region((0, 0), 1, (64, 64)))
+        fast.close()
+
+
+def test_corrupt_tiles_still_raise_slide_read_error(shared_data: Path) -> None:
+    path = shared_data / "slides" / "broken" / "corrupt_tiles_cmu1_pyramid.tif"
+    with open_slide(path) as reader:
+        fast = fast_block_reader(reader)
+        try:
+            with pytest.raises(SlideReadError):
+                read_region_at_mpp(fast, 0, 0, *fast.dimensions, *fast.dimensions)
+        finally:
+            if fast is not reader:
+                fast.close()
