@@ -351,3 +351,47 @@ def test_unreachable_scheduler_is_an_option_error(data, tmp_path):
             progress=False,
             echo=_echo_to([]),
         )
+
+
+def test_cli_sends_a_folder_to_the_dask_cluster(data, cluster, tmp_path):
+    from click.testing import CliRunner
+
+    from wsi_pipeline.cli.infer import cli
+
+    out = tmp_path / "out"
+    args = [str(data["good"][0].parent), "-o", str(out), "--model", str(data["model"]), "--device", "cpu"]
+    result = CliRunner().invoke(cli, [*args, "--scheduler", cluster["address"], "--no-progress"])
+    assert result.exit_code == 1  # broken.tif is in the folder
+    assert f"Connected to Dask scheduler {cluster['address']}" in result.stdout
+    assert "3 of 4 slide(s) done" in result.stdout and "1 failed" in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.tif" in errors[0]
+    rows = read_run_summary_csv(out / "run_summary.csv")
+    assert sorted((Path(r["slide"]).name, r["status"]) for r in rows) == [
+        ("alpha.tif", "done"),
+        ("bravo.tif", "done"),
+        ("broken.tif", "failed"),
+        ("charlie.tif", "done"),
+    ]
+    for slide in data["good"]:
+        np.testing.assert_array_equal(_heatmap(out, slide.stem), _heatmap(data["serial"], slide.stem))
+    # Second run: everything good is skipped.
+    result = CliRunner().invoke(cli, [*args, "--scheduler", cluster["address"], "--no-progress"])
+    assert "Skipped 3 slide(s)" in result.stdout and result.exit_code == 1
+
+
+def test_cli_single_slide_stays_in_process(data, tmp_path):
+    from click.testing import CliRunner
+
+    from wsi_pipeline.cli.infer import cli, use_dask_batch
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [str(data["good"][0]), "-o", str(out), "--model", str(data["model"])])
+    assert result.exit_code == 0, result.output
+    assert "Dask" not in result.output and not (out / "run_summary.csv").exists()
+    one, folder = [data["good"][0]], data["good"][0].parent
+    assert not use_dask_batch(one, one, workers=None, scheduler=None)
+    assert use_dask_batch(one, one, workers=1, scheduler=None)
+    assert use_dask_batch(one, one, workers=None, scheduler="tcp://h:8786")
+    assert use_dask_batch([folder], one, workers=None, scheduler=None)
+    assert use_dask_batch(data["good"], data["good"], workers=None, scheduler=None)
