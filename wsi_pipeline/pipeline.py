@@ -206,6 +206,7 @@ def run_slide(
     from wsi_pipeline.inference import TileInference, resolve_device
     from wsi_pipeline.models.io import load_model
     from wsi_pipeline.slide import open_slide, resolve_mpp, thumbnail
+    from wsi_pipeline.slide.fast_blocks import fast_block_reader
     from wsi_pipeline.tissue import detect_tissue
     from wsi_pipeline.writers import atomic_output_dir
 
@@ -254,9 +255,14 @@ def run_slide(
         )
         total = len(cells)
         step = None if progress is None else (lambda n: progress(n, total))
-        probs, stats = engine.run(
-            cells, plan.block_reader(reader), plan.tile_px, plan.stride_px, progress=step
-        )
+        block_source = fast_block_reader(reader)  # tifffile decoding where verified identical
+        try:
+            probs, stats = engine.run(
+                cells, plan.block_reader(block_source), plan.tile_px, plan.stride_px, progress=step
+            )
+        finally:
+            if block_source is not reader:
+                block_source.close()
 
         t0 = time.perf_counter()
         thumb = thumbnail(reader, max_size=1024)
