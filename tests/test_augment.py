@@ -105,3 +105,14 @@ def test_augmenter_all_off_is_identity_and_on_is_seeded() -> None:
     a, b = Augmenter(on, seed=3)(x), Augmenter(on, seed=3)(x)
     assert torch.equal(a, b)
     assert not torch.equal(a, x)
+
+
+def test_hed_jitter_equals_explicit_colour_deconvolution() -> None:
+    x = _batch(6).clamp(0.05, 1)
+    scale, shift = 0.2, 0.1
+    fast = hed_jitter(x, scale, shift, torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    alpha = 1 + (2 * torch.rand(3, 6, generator=g) - 1) * scale
+    beta = (2 * torch.rand(3, 6, generator=g) - 1) * shift
+    hed = rgb_to_hed(x) * alpha.T[:, :, None, None] + beta.T[:, :, None, None]
+    torch.testing.assert_close(fast, hed_to_rgb(hed), atol=1e-5, rtol=0)

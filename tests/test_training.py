@@ -158,11 +158,19 @@ def test_resume_without_checkpoint_is_refused(dataset: Path, tmp_path: Path) -> 
         train(dataset, TrainConfig.from_dict(TINY), tmp_path / "empty", resume=True, progress=False)
 
 
-def test_early_stopping_stops(dataset: Path, tmp_path: Path) -> None:
-    # lr 0 never improves after epoch 1, so patience 1 stops after epoch 2.
-    cfg = TrainConfig.from_dict({**TINY, "epochs": 5, "lr": 1e-12, "early_stopping": 1, "augment": False})
+def test_early_stopping_stops_when_validation_loss_stalls(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    from wsi_pipeline.training import trainer
+
+    # A model whose validation logits never change: epoch 1 is the best, then patience runs out.
+    monkeypatch.setattr(trainer, "predict_logits", lambda model, images, *a: torch.zeros(len(images)))
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 6, "early_stopping": 2, "augment": False})
     result = train(dataset, cfg, tmp_path / "run", progress=False)
-    assert result.stopped_early and result.epochs_run == 2
+    assert result.stopped_early and result.epochs_run == 3
+    assert result.metrics["best_epoch"] == 1
+    # Without early stopping all epochs run.
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 3, "early_stopping": 0, "augment": False})
+    result = train(dataset, cfg, tmp_path / "run2", progress=False)
+    assert not result.stopped_early and result.epochs_run == 3
 
 
 @pytest.mark.parametrize(

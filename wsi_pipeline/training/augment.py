@@ -113,12 +113,21 @@ def hed_jitter(
     x: torch.Tensor, scale: float = 0.05, shift: float = 0.05, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Stain augmentation: per sample and stain, ``c * U(1-scale, 1+scale) + U(-shift, shift)``
-    applied to the haematoxylin, eosin and DAB concentrations, then back to RGB."""
-    n = x.shape[0]
-    hed = rgb_to_hed(x)
-    alpha = torch.stack([_uniform(n, scale, 1.0, x, generator) for _ in range(3)], 1)
-    beta = torch.stack([_uniform(n, shift, 0.0, x, generator) for _ in range(3)], 1)
-    return hed_to_rgb(hed * alpha + beta)
+    applied to the haematoxylin, eosin and DAB concentrations, then back to RGB.
+
+    Colour deconvolution is linear in optical density, so the whole change is one per-sample
+    3x3 matrix and offset on the optical densities (one batched matmul)."""
+    n, c, h, w = x.shape
+    alpha = torch.stack([_uniform(n, scale, 1.0, x, generator) for _ in range(3)], 1).reshape(n, 3)
+    beta = torch.stack([_uniform(n, shift, 0.0, x, generator) for _ in range(3)], 1).reshape(n, 3)
+    to_hed = HED_FROM_RGB.to(x.device, x.dtype)
+    to_rgb = RGB_FROM_HED.to(x.device, x.dtype)
+    # od_row' = od_row @ to_hed @ diag(alpha) @ to_rgb + beta @ to_rgb
+    mix = to_hed[None] @ (alpha[:, :, None] * to_rgb[None])  # (n, 3, 3)
+    offset = beta @ to_rgb  # (n, 3)
+    od = -torch.log(x.clamp_min(_OD_EPS)).reshape(n, c, h * w)
+    od = torch.baddbmm(offset[:, :, None], mix.transpose(1, 2), od)
+    return torch.exp(-od).clamp_(0, 1).reshape(n, c, h, w)
 
 
 def random_crop_nhwc(

@@ -306,6 +306,7 @@ def train(
             if crop:
                 xb = random_crop_nhwc(xb, crop, config.crop_jitter, crop_gen)
             xb = xb.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+            xb = xb.contiguous()  # plain NCHW: channels-last batches crash conv backward on some CPU builds
             xb = augmenter(xb)
             xb = (xb - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(
                 std, device=device
@@ -370,6 +371,8 @@ def train(
         )
 
     save_model(run_dir / "last", model, dataclasses.replace(mcfg, metrics={"epoch": len(history)}))
+    if not (run_dir / CHECKPOINT_DIR / BEST_CKPT).is_file():
+        raise OutputError(f"{run_dir}: training diverged (validation loss was never finite); lower --lr")
     best = torch.load(run_dir / CHECKPOINT_DIR / BEST_CKPT, map_location=device, weights_only=True)
     model.load_state_dict(best["model"])
     val_prob = torch.sigmoid(
