@@ -225,3 +225,14 @@ def test_cli_bad_inputs_exit_non_zero_with_one_line(
 def test_unknown_model_fails_before_loading_data(tmp_path: Path) -> None:
     with pytest.raises(UnknownArchitectureError):
         train(tmp_path, TrainConfig.from_dict({**TINY, "model": "nope"}), tmp_path / "run", progress=False)
+
+
+def test_study_model_with_centre_crop_32(dataset: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig.from_dict(
+        {"model": "seed_cnn", "epochs": 1, "center_crop": 32, "val_fraction": 0.25, "num_threads": 1}
+    )
+    result = train(dataset, cfg, tmp_path / "run", progress=False)
+    loaded = load_model(result.model_dir)
+    assert loaded.config.center_crop == 32 and loaded.config.arch_kwargs == {"input_size": 32}
+    assert loaded.config.training["optimizer"] == "adam" and loaded.config.training["batch_size"] == 32
+    assert loaded.predict_proba(np.zeros((3, 96, 96, 3), np.uint8)).shape == (3,)

@@ -79,6 +79,19 @@ def lr_at(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> f
     return config.lr
 
 
+def _arch_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """The model's arguments; architectures with an ``input_size`` argument (``seed_cnn``) get the
+    centre-crop size unless it is set explicitly."""
+    kwargs = dict(config.model_kwargs)
+    if config.center_crop and "input_size" not in kwargs:
+        try:
+            create_model(config.model, input_size=config.center_crop, **kwargs)
+        except TypeError:
+            return kwargs
+        kwargs["input_size"] = config.center_crop
+    return kwargs
+
+
 def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -206,7 +219,8 @@ def train(
         raise DatasetError(f"{data_path}: dataset path not found")
     torch.manual_seed(config.seed)  # seeds the weight initialisation and dropout
     try:  # unknown names and bad arguments fail before any data is loaded
-        model = create_model(config.model, **config.model_kwargs)
+        arch_kwargs = _arch_kwargs(config)
+        model = create_model(config.model, **arch_kwargs)
     except (TypeError, ValueError) as exc:
         raise OptionError(
             f"model_kwargs {config.model_kwargs} do not fit model {config.model!r}: {exc}"
@@ -248,7 +262,7 @@ def train(
     )
     mcfg = ModelConfig(
         architecture=config.model,
-        arch_kwargs=dict(config.model_kwargs),
+        arch_kwargs=arch_kwargs,
         name=run_dir.name,
         center_crop=config.center_crop,
         mean=mean,
