@@ -93,7 +93,7 @@ def test_batch_with_bad_slides_runs_the_good_ones(tmp_path, slides, probe_dir):
     ]
     result = CliRunner().invoke(cli, [*args, "-o", str(out), "--model", str(probe_dir), "--no-progress"])
     assert result.exit_code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["good", "second"]
+    assert sorted(p.name for p in out.iterdir()) == ["good", "run_summary.csv", "run_summary.json", "second"]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 4, result.stderr
     expected = {
@@ -118,7 +118,8 @@ def test_directory_input_picks_slide_files_by_extension(tmp_path, slides, probe_
         cli, [str(slides["root"]), "-o", str(tmp_path / "o"), "--model", str(probe_dir)]
     )
     assert result.exit_code == 1
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["good", "second"]
+    batch_outputs = ["good", "run_summary.csv", "run_summary.json", "second"]  # several slides: Dask batch
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == batch_outputs
 
 
 def test_same_stem_twice_is_refused_before_running(tmp_path, slides, probe_dir):

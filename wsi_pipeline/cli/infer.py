@@ -194,6 +194,18 @@ def load_inference_model(model_path: Path | None, device: str) -> Any:
     "--num-readers", type=click.IntRange(min=1), default=2, show_default=True, help="Reader threads."
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Dask worker processes on this machine (default: one per GPU, else one per two CPU cores).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    default=None,
+    help="Run on an existing Dask cluster (e.g. tcp://head-node:8786) instead of starting one.",
+)
 def cli(
     slides: tuple[Path, ...],
     out_root: Path,
@@ -206,11 +218,15 @@ def cli(
     tumor_threshold: float,
     num_readers: int,
     progress: bool,
+    workers: int | None,
+    scheduler: str | None,
 ) -> None:
     """Tumour heatmap (Zarr), slide score and outputs for each SLIDE (files or folders of slides).
 
     Writes OUT/<slide>/ with heatmap.zarr, summary.json, tiles.csv, tumor.geojson and overlay.png.
     A slide that fails gets one line on stderr; the others still run; the exit code is 1 if any failed.
+    A folder, several slides, --workers or --scheduler run on a Dask cluster (see docs/batch.md),
+    skip slides already done with the same model and options, and write OUT/run_summary.csv.
     """
     from wsi_pipeline.pipeline import InferenceOptions
 
@@ -226,6 +242,9 @@ def cli(
     options.validate()
     paths = expand_slide_paths(slides)
     check_unique_stems(paths)
+    if use_dask_batch(slides, paths, workers, scheduler):
+        run_dask_batch(paths, out_root, options, model_path, workers, scheduler, progress)
+        return
     model = load_inference_model(model_path, device)
     outcome = infer_slides(paths, out_root, options, model, progress=progress)
     click.echo(
@@ -234,6 +253,49 @@ def cli(
     )
     if outcome.failed:
         sys.exit(1)  # not click's Exit: run_cli runs click with standalone_mode=False
+
+
+def use_dask_batch(
+    inputs: Sequence[Path], paths: Sequence[Path], workers: int | None, scheduler: str | None
+) -> bool:
+    """Dask for a folder, several slides, or an explicit --workers/--scheduler; else in-process."""
+    return workers is not None or bool(scheduler) or len(paths) > 1 or any(Path(p).is_dir() for p in inputs)
+
+
+def run_dask_batch(
+    paths: Sequence[Path],
+    out_root: Path,
+    options: Any,
+    model_path: Path | None,
+    workers: int | None,
+    scheduler: str | None,
+    progress: bool,
+) -> None:
+    """The batch path of ``wsi-infer``: :func:`wsi_pipeline.batch.run_batch`; exit 1 if any slide failed."""
+    from wsi_pipeline.batch.runner import run_batch
+    from wsi_pipeline.models.io import default_model_dir
+
+    if model_path is None and not (default_model_dir() / "config.json").is_file():
+        raise ModelError(f"no default model installed at {default_model_dir()}; give one with --model PATH")
+    report = run_batch(
+        paths,
+        out_root,
+        options,
+        model_path,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        echo=click.echo,
+        echo_err=lambda text: click.echo(text, err=True),
+    )
+    n_ok = report.n_done + report.n_skipped
+    click.echo(
+        f"{n_ok} of {len(paths)} slide(s) done; outputs in {Path(out_root).resolve()}"
+        + (f"; {report.n_skipped} skipped (already done)" if report.n_skipped else "")
+        + (f"; {report.n_failed} failed" if report.n_failed else "")
+    )
+    if report.exit_code:
+        sys.exit(1)
 
 
 def main() -> None:
