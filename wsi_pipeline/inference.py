@@ -54,6 +54,22 @@ def resolve_device(device: str = "auto") -> torch.device:
     return resolved
 
 
+def inference_module(module: torch.nn.Module) -> torch.nn.Module:
+    """An inference copy of ``module``: eval mode, each Conv+BatchNorm pair folded into one Conv
+    (``torch.fx``; removes a memory-bound pass per layer, outputs change by float rounding only),
+    channels-last. The module itself (never modified) when it cannot be traced."""
+    from torch.fx.experimental.optimization import fuse
+
+    module.eval()
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        return module
+    try:
+        fused = fuse(module, inplace=False)
+    except Exception:  # not symbolically traceable (data-dependent control flow, ...)
+        return module
+    return fused.to(memory_format=torch.channels_last)
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """Mixed precision on CUDA only: bf16 where supported, else fp16; None (fp32) on CPU."""
     if device.type != "cuda":
@@ -171,8 +187,8 @@ class TileInference:
         blocks = plan_blocks(cells, k)
         stats.n_blocks = len(blocks)
         self.model.module.to(self.device)
-        self.model.module.eval()
-        batches = _BatchRunner(self.model, self.device, self.batch_size, tile_px, dtype, stats)
+        module = inference_module(self.model.module)
+        batches = _BatchRunner(self.model, module, self.device, self.batch_size, tile_px, dtype, stats)
         for block_pixels in self._read_in_background(blocks, read_block, tile_px, stride_px, stats):
             block = block_pixels.block
             windows = sliding_window_view(block_pixels.pixels, (tile_px, tile_px, 3))[
@@ -286,6 +302,7 @@ class _BatchRunner:
     def __init__(
         self,
         model: LoadedModel,
+        module: torch.nn.Module,
         device: torch.device,
         batch_size: int,
         tile_px: int,
@@ -293,14 +310,20 @@ class _BatchRunner:
         stats: InferenceStats,
     ) -> None:
         self.model = model
+        self.module = module
         self.device = device
+        # The model's centre crop is taken while copying tiles into the batch (uint8, fewer bytes);
+        # preprocessing then finds the tiles already at the crop size (its own crop is a no-op).
+        crop = int(model.config.center_crop or 0)
+        self.side = crop if 0 < crop < tile_px else tile_px
+        self.offset = (tile_px - self.side) // 2
         self.batch_size = batch_size
         self.dtype = dtype
         self.stats = stats
         self.cuda = device.type == "cuda"
         n_buffers = 2 if self.cuda else 1
         self.host = [
-            torch.empty((batch_size, tile_px, tile_px, 3), dtype=torch.uint8, pin_memory=self.cuda)
+            torch.empty((batch_size, self.side, self.side, 3), dtype=torch.uint8, pin_memory=self.cuda)
             for _ in range(n_buffers)
         ]
         self.events: list[torch.cuda.Event | None] = [None] * n_buffers
@@ -318,7 +341,8 @@ class _BatchRunner:
             take = min(self.batch_size - self.fill, len(index) - done)
             buffer = self.host[self.current].numpy()
             part = slice(done, done + take)
-            buffer[self.fill : self.fill + take] = windows[rows[part], cols[part]]
+            o, e = self.offset, self.offset + self.side
+            buffer[self.fill : self.fill + take] = windows[rows[part], cols[part], o:e, o:e]
             self.index[self.fill : self.fill + take] = index[part]
             self.fill += take
             done += take
@@ -357,7 +381,7 @@ class _BatchRunner:
                 event.record()
                 self.events[self.current] = event
             with autocast:
-                logits = self.model.module(self.model.preprocess(batch))
+                logits = self.module(self.model.preprocess(batch))
             probs = torch.sigmoid(logits.float().reshape(-1))
         if len(probs) != n:
             raise RuntimeError(f"model returned {len(probs)} outputs for a batch of {n} tiles")
