@@ -185,33 +185,19 @@ def test_interrupted_run_resumes_to_a_complete_result(data, cluster, tmp_path):
         np.testing.assert_array_equal(_heatmap(out, slide.stem), _heatmap(data["serial"], slide.stem))
     assert _temp_entries(out) == []
 
-    # A result-changing option (stride) makes resume redo every slide.
+    # A result-changing option (stride) makes resume redo the slide ...
     changed = InferenceOptions(device="cpu", batch_size=64, num_readers=1, stride=16)
-    report2 = run_batch(
-        data["good"],
-        out,
-        changed,
-        data["model"],
-        scheduler=cluster["address"],
-        progress=False,
-        echo=_echo_to([]),
-    )
-    assert [r.status for r in report2.rows] == ["done"] * 3
+    kwargs = {"scheduler": cluster["address"], "progress": False, "echo": _echo_to([])}
+    report2 = run_batch([first, second], out, changed, data["model"], **kwargs)
+    assert [r.status for r in report2.rows] == ["done", "done"]
     assert report2.params_hash != report.params_hash
-    assert {_summary(out, s.stem)["params_hash"] for s in data["good"]} == {report2.params_hash}
+    assert _summary(out, first.stem)["params_hash"] == report2.params_hash
+    assert _summary(out, third.stem)["params_hash"] == report.params_hash
     assert _heatmap(out, first.stem).shape != _heatmap(data["serial"], first.stem).shape
-    # Device and batch size do not change results: still skipped.
+    # ... while device, batch size and reader threads do not change results: still skipped.
     same = InferenceOptions(device="cpu", batch_size=8, num_readers=2, stride=16)
-    report3 = run_batch(
-        data["good"],
-        out,
-        same,
-        data["model"],
-        scheduler=cluster["address"],
-        progress=False,
-        echo=_echo_to([]),
-    )
-    assert [r.status for r in report3.rows] == ["skipped"] * 3
+    report3 = run_batch([first, second], out, same, data["model"], **kwargs)
+    assert [r.status for r in report3.rows] == ["skipped"] * 2
 
 
 def _executing(dask_worker) -> tuple[int, list[str]]:
