@@ -84,6 +84,7 @@ class RunStats:
 def run_measured(name: str, cmd: list[str], env: dict[str, str] | None, log: Path) -> RunStats:
     """Run ``cmd``; poll the RSS of its process tree every 0.1 s."""
     stats = RunStats(name)
+    stats.extra["loadavg_1min_before"] = round(os.getloadavg()[0], 2)
     with open(log, "w") as fh:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -114,6 +115,7 @@ def run_measured(name: str, cmd: list[str], env: dict[str, str] | None, log: Pat
         stats.wall_s = time.perf_counter() - t0
         done.set()
         poller.join()
+    stats.extra["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
     if stats.returncode != 0:
         tail = log.read_text().strip().splitlines()[-15:]
         raise SystemExit(f"{name} failed (exit {stats.returncode}); log {log}:\n" + "\n".join(tail))
@@ -282,7 +284,9 @@ def main() -> None:
     )  # fmt: skip
 
     print("model-only throughput ...", flush=True)
+    load_before = os.getloadavg()[0]
     model_only = model_only_throughput(model_dir, args.batch_size, args.model_only_seconds)
+    model_only["loadavg_1min"] = round((load_before + os.getloadavg()[0]) / 2, 2)
 
     runs: dict[str, RunStats] = {}
     out_ours = cache / "out-wsi-infer"
@@ -295,7 +299,7 @@ def main() -> None:
     our_tiles = read_our_csv(out_ours / slide.stem / "tiles.csv")
     ours.n_tiles = len(our_tiles)
     summary = json.loads((out_ours / slide.stem / "summary.json").read_text())
-    ours.extra = {"timings": summary.get("timings", {})}
+    ours.extra["timings"] = summary.get("timings", {})
     runs["wsi-infer"] = ours
 
     theirs_tiles: dict = {}
@@ -352,10 +356,13 @@ def print_report(report: dict) -> None:
     print("\n=== model-only throughput (tiles/s, batch of random tiles) ===")
     for key, value in mo.items():
         print(f"  {key:<24} {value:9.1f}")
+    print("  (loadavg_1min: the machine's 1-minute load average while measuring; 2 cores)")
     print("\n=== whole slide, end to end (process start to exit) ===")
     head = ("tool", "tiles", "wall s", "tiles/s", "% model", "peak tree RSS MB", "max 1 proc")
     print("  {:<10} {:>7} {:>8} {:>8} {:>8} {:>17} {:>11}".format(*head))
     for name, r in report["runs"].items():
+        load = (r["extra"].get("loadavg_1min_before"), r["extra"].get("loadavg_1min_after"))
+        print(f"  {name}: load average before/after {load[0]}/{load[1]}")
         print(
             f"  {name:<10} {r['n_tiles']:>7} {r['wall_s']:>8.1f} {r['tiles_per_s']:>8.1f} "
             f"{100 * r['tiles_per_s'] / limit:>7.1f}% {r['peak_tree_rss_mb']:>17.0f} "
