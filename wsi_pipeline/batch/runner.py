@@ -94,8 +94,8 @@ def _submit_and_gather(
     for i, slide in enumerate(todo):
         future = client.submit(
             process_slide,
-            str(slide),
-            str(out_root),
+            str(slide.absolute()),  # workers may run in another folder or on another node
+            str(out_root.absolute()),
             options.to_dict(),
             str(model_path),
             torch_threads,
