@@ -27,7 +27,10 @@ def _register_optional_commands() -> None:
     """Subcommands living in their own modules (added as the features land)."""
     import importlib
 
-    for module_name, attr in (("wsi_pipeline.cli.demo", "demo_command"), ("wsi_pipeline.cli.export", "export_command")):
+    for module_name, attr in (
+        ("wsi_pipeline.cli.demo", "demo_command"),
+        ("wsi_pipeline.cli.export", "export_command"),
+    ):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

@@ -110,7 +110,9 @@ def load_model(path: Path | str | None = None, device: str | torch.device = "cpu
     if folder.is_file() and folder.name == CONFIG_FILENAME:
         folder = folder.parent
     if not folder.is_dir():
-        raise ModelError(f"{folder}: model folder not found (expected {WEIGHTS_FILENAME} + {CONFIG_FILENAME})")
+        raise ModelError(
+            f"{folder}: model folder not found (expected {WEIGHTS_FILENAME} + {CONFIG_FILENAME})"
+        )
     config = ModelConfig.load(folder / CONFIG_FILENAME)
     weights = folder / WEIGHTS_FILENAME
     if not weights.is_file():
