@@ -126,7 +126,8 @@ def load_model(path: Path | str | None = None, device: str | torch.device = "cpu
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelError(
-            f"{weights}: weights do not match architecture {config.architecture!r}: {str(exc).splitlines()[0]}"
+            f"{weights}: weights do not match architecture {config.architecture!r}: "
+            f"{str(exc).splitlines()[0]}"
         ) from exc
     module.eval().to(device)
     module.to(memory_format=torch.channels_last)
