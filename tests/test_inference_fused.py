@@ -77,3 +77,24 @@ def test_engine_matches_predict_proba(tmp_path: Path, center_crop: int | None) -
     expected = model.predict_proba(tiles)
     assert expected.std() > 1e-3
     np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_untraceable_submodule_is_kept_and_the_rest_folded() -> None:
+    class ShapePool(torch.nn.Module):  # Python control flow on shapes: fx cannot trace it
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = x.shape[-1]
+            k = min(2, h)
+            return x[..., :k, :k].mean((-2, -1))
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), ShapePool(), torch.nn.Linear(8, 1)
+    ).eval()
+    module[1].running_var.uniform_(0.5, 2.0)
+    fused = inference_module(module)
+    assert fused is not module
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, ShapePool) for m in fused.modules())
+    x = torch.randn(4, 3, 12, 12)
+    with torch.inference_mode():
+        np.testing.assert_allclose(fused(x).numpy(), module(x).numpy(), rtol=1e-4, atol=1e-5)
