@@ -135,6 +135,9 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, path: Path) ->
     tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but wsinfer needs it
+        # Shape-dependent Python code (e.g. centre pooling) is traced for patch_size x patch_size input,
+        # which is what the config's Resize guarantees.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.freeze(torch.jit.trace(module, example, check_trace=False))
         torch.jit.save(traced, str(tmp))
     tmp.replace(path)
