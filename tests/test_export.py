@@ -177,3 +177,18 @@ def test_cli_unknown_format_exits_nonzero(tmp_path: Path, monkeypatch: pytest.Mo
     code = _run_cli(monkeypatch, ["export", "--format", "tflite", "-o", str(tmp_path / "o")])
     assert code == 2
     assert "--format" in capsys.readouterr().err
+
+
+def test_shipped_default_model_exports_faithfully(tmp_path: Path) -> None:
+    from wsi_pipeline.models import default_model_dir
+
+    if not (default_model_dir() / "model.safetensors").is_file():
+        pytest.skip("the shipped default model is not in this checkout")
+    result = export_model(None, tmp_path / "export", "torchscript")
+    config = json.loads(result.config_path.read_text())
+    patches = _patches(8, seed=4)
+    ours = load_model(None).predict_proba(patches)
+    scripted = torch.jit.load(str(result.model_path), map_location="cpu")
+    with torch.no_grad():
+        logits = scripted(torch.from_numpy(_wsinfer_style_input(patches, config))).numpy()
+    np.testing.assert_allclose(_softmax_tumour(logits), ours, atol=1e-5)
