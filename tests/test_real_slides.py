@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -139,7 +140,10 @@ def test_broken_folder_via_cli_one_line_each(slides_dir, probe_dir, tmp_path):
     assert len(errors) == len(BROKEN), result.stderr
     for line, name in zip(errors, sorted(BROKEN), strict=True):
         assert line.startswith("error: ") and name in line
-    assert list(tmp_path.iterdir()) == []  # no output folder at all, not even a temporary one
+    # no slide folder at all, not even a temporary one; only the run summary that records the failures
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run_summary.csv", "run_summary.json"]
+    rows = list(csv.DictReader((tmp_path / "run_summary.csv").open()))
+    assert sorted(row["status"] for row in rows) == ["failed"] * len(BROKEN)
 
 
 def test_batch_of_good_and_bad_runs_the_good(slides_dir, probe_dir, tmp_path):
@@ -152,7 +156,12 @@ def test_batch_of_good_and_bad_runs_the_good(slides_dir, probe_dir, tmp_path):
     ]
     result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path), "--model", str(probe_dir), "--no-progress"])
     assert result.exit_code == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmu1_small_region", "os1_detail.ome"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cmu1_small_region",
+        "os1_detail.ome",
+        "run_summary.csv",
+        "run_summary.json",
+    ]
     assert len(result.stderr.strip().splitlines()) == 3
     assert "2 of 5 slide(s) done" in result.stdout
 
