@@ -140,7 +140,7 @@ def prepare_model(kind: str, model_dir: Path | None, cache: Path) -> Path:
     folder = cache / f"model-{kind}"
     if not (folder / "model.safetensors").is_file():
         torch.manual_seed(0)
-        arch, crop = ("tiny_resnet", 64) if kind == "default-random" else (kind, None)
+        arch, crop = ("context_cnn", None) if kind == "default-random" else (kind, None)
         module = create_model(arch)
         for m in module.modules():  # non-trivial BN statistics, so outputs vary from tile to tile
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -256,7 +256,7 @@ def main() -> None:
         "--model-kind",
         choices=["default", "default-random", "seed_cnn"],
         default="default",
-        help="default: the shipped model; default-random: its architecture (tiny_resnet, centre crop 64) "
+        help="default: the shipped model; default-random: its architecture (context_cnn) "
         "with fixed random weights; seed_cnn: the study's larger CNN, random weights",
     )
     ap.add_argument("--batch-size", type=int, default=256, help="wsi-infer batch size (and model-only)")

@@ -1,7 +1,7 @@
 """Training and evaluation throughput (images/s) of the patch models on this machine.
 
 Prints, side by side, for the study's ``seed_cnn`` (96 px input) and the shipped default
-(``tiny_resnet`` on the centre 64 px): parameters, forward FLOPs per tile, training images/s
+(read from its config.json): parameters, forward FLOPs per tile, training images/s
 (forward + backward + Adam step, batch 32/64) and evaluation images/s (``predict_proba`` on uint8
 patches, batch 256, including preprocessing). Synthetic patches are enough for timing.
 
@@ -81,14 +81,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum timing window per figure")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    default_kwargs, default_crop = {"widths": [16, 32, 64, 128]}, 64
+    default_arch, default_kwargs, default_crop = "context_cnn", {"widths": [16, 32, 64, 128]}, None
     cfg_path = default_model_dir() / "config.json"
     if cfg_path.is_file():
         cfg = ModelConfig.load(cfg_path)
-        default_kwargs, default_crop = cfg.arch_kwargs, cfg.center_crop
+        default_arch, default_kwargs, default_crop = cfg.architecture, cfg.arch_kwargs, cfg.center_crop
     rows = [
         ("seed_cnn (study)", measure("seed_cnn", {}, None, 32, args.seconds)),
-        ("tiny_resnet (default)", measure("tiny_resnet", default_kwargs, default_crop, 64, args.seconds)),
+        (f"{default_arch} (default)", measure(default_arch, default_kwargs, default_crop, 64, args.seconds)),
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
     print(

@@ -23,10 +23,10 @@ def _flops(model: torch.nn.Module, size: int) -> int:
 
 
 def test_registry_lists_both_models() -> None:
-    assert {"seed_cnn", "tiny_resnet"} <= set(list_models())
+    assert {"seed_cnn", "tiny_resnet", "context_cnn"} <= set(list_models())
 
 
-@pytest.mark.parametrize("name", ["seed_cnn", "tiny_resnet"])
+@pytest.mark.parametrize("name", ["seed_cnn", "tiny_resnet", "context_cnn"])
 @pytest.mark.parametrize("size", [96, 64, 32])
 def test_one_logit_per_patch(name: str, size: int) -> None:
     model = create_model(name, input_size=size) if name == "seed_cnn" else create_model(name)
@@ -52,6 +52,19 @@ def test_tiny_resnet_is_much_cheaper_than_seed_cnn() -> None:
     # The shipped default runs the small ResNet on the centre 64 px: > 10x fewer FLOPs per tile.
     assert _flops(tiny, 64) * 10 < _flops(seed, 96)
     assert _flops(tiny, 96) * 5 < _flops(seed, 96)
+
+
+def test_context_cnn_sees_the_whole_patch_at_a_twentieth_of_the_cost() -> None:
+    seed, ctx = create_model("seed_cnn"), create_model("context_cnn")
+    assert _params(ctx) < 0.2 * _params(seed)
+    assert _flops(ctx, 96) * 15 < _flops(seed, 96)
+    # Every input pixel reaches the logit: changing a corner pixel changes the output.
+    ctx.eval()
+    x = torch.zeros(1, 3, 96, 96)
+    y = x.clone()
+    y[..., 0, 0] = 5.0
+    with torch.no_grad():
+        assert not torch.allclose(ctx(x), ctx(y))
 
 
 def test_tiny_resnet_width_and_depth_options() -> None:

@@ -72,7 +72,7 @@ def test_defaults_are_the_study_settings() -> None:
     seed = TrainConfig.from_yaml(Path(__file__).parents[1] / "configs" / "seed.yaml")
     assert seed.model == "seed_cnn" and seed.batch_size == 32 and seed.epochs == 10
     assert (
-        TrainConfig.from_yaml(Path(__file__).parents[1] / "configs" / "default.yaml").model == "tiny_resnet"
+        TrainConfig.from_yaml(Path(__file__).parents[1] / "configs" / "default.yaml").model == "context_cnn"
     )
 
 
