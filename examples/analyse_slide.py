@@ -1,0 +1,36 @@
+"""Analyse one slide from Python and read the results back.
+
+python examples/analyse_slide.py SLIDE [--mpp 0.25] [--stride 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from wsi_pipeline.models import load_model
+from wsi_pipeline.pipeline import InferenceOptions, run_slide
+from wsi_pipeline.writers import read_heatmap_zarr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("slide")
+    parser.add_argument("-o", "--out", default="results")
+    parser.add_argument("--mpp", type=float, default=None)
+    parser.add_argument("--stride", type=int, default=None)
+    args = parser.parse_args()
+
+    model = load_model(None)  # the shipped default; load_model("runs/x/model") for your own
+    result = run_slide(args.slide, args.out, InferenceOptions(mpp=args.mpp, stride=args.stride), model)
+    heatmap, attrs = read_heatmap_zarr(result.out_dir / "heatmap.zarr")
+    summary = json.loads((result.out_dir / "summary.json").read_text())
+    print(f"{result.out_dir}: score {summary['slide_score']:.3f} ({summary['category']})")
+    cells = int(np.isfinite(heatmap).sum())
+    print(f"heatmap {heatmap.shape}, {cells} tissue cells of {attrs['cell_size_um']} um")
+
+
+if __name__ == "__main__":
+    main()
