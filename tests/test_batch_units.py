@@ -10,10 +10,11 @@ import pytest
 from wsi_pipeline.batch.cluster import TORCH_THREADS_ENV, plan_workers
 from wsi_pipeline.batch.report import BatchReport, SlideRow, read_run_summary_csv, write_run_summary
 from wsi_pipeline.batch.resume import OUTPUT_NAMES, clean_stale_temp, is_up_to_date, plan_resume
-from wsi_pipeline.batch.runner import check_unique_stems, run_batch
+from wsi_pipeline.batch.runner import run_batch
 from wsi_pipeline.batch.worker import one_line
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.pipeline import InferenceOptions
+from wsi_pipeline.writers import check_unique_stems
 
 
 # --- worker planning ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 import shapely
 from shapely.geometry import mapping
 
-from wsi_pipeline.errors import OutputError
+from wsi_pipeline.errors import OptionError, OutputError
 
 HEATMAP_NAME = "heatmap.zarr"
 SUMMARY_NAME = "summary.json"
@@ -39,6 +39,15 @@ TUMOR_CLASS = {"name": "Tumor", "color": [200, 0, 0]}
 
 
 # --- atomic folder --------------------------------------------------------------------------
+def check_unique_stems(slides: Sequence[Path]) -> None:
+    """Two slides with the same stem would write the same ``OUT/<stem>`` folder."""
+    seen: dict[str, Path] = {}
+    for slide in slides:
+        other = seen.setdefault(slide.stem, slide)
+        if other != slide:
+            raise OptionError(f"{slide}: same name as {other}; both would write to OUT/{slide.stem}")
+
+
 @contextmanager
 def atomic_output_dir(out_root: Path, name: str) -> Iterator[Path]:
     """Yield a temporary folder in ``out_root``; on success it becomes ``out_root/name``.

@@ -14,17 +14,9 @@ from wsi_pipeline.batch.resume import clean_stale_temp, plan_resume
 from wsi_pipeline.batch.worker import one_line, process_slide
 from wsi_pipeline.errors import OptionError, OutputError
 from wsi_pipeline.pipeline import InferenceOptions
+from wsi_pipeline.writers import check_unique_stems
 
 Echo = Callable[[str], Any]
-
-
-def check_unique_stems(slides: Sequence[Path]) -> None:
-    """Two slides with the same stem would write the same ``OUT/<stem>`` folder."""
-    seen: dict[str, Path] = {}
-    for slide in slides:
-        other = seen.setdefault(slide.stem, slide)
-        if other != slide:
-            raise OptionError(f"{slide}: same name as {other}; both would write to OUT/{slide.stem}")
 
 
 def check_device(device: str, local: bool) -> None:

@@ -12,6 +12,7 @@ import click
 
 from wsi_pipeline.cli.common import run_cli
 from wsi_pipeline.errors import ModelError, OptionError, WsiPipelineError
+from wsi_pipeline.writers import check_unique_stems
 
 #: File extensions picked up when a directory is given (OpenSlide formats + generic/OME TIFF + DICOM).
 SLIDE_EXTENSIONS = (
@@ -45,15 +46,6 @@ def expand_slide_paths(inputs: Iterable[Path]) -> list[Path]:
         else:
             slides.append(item)
     return slides
-
-
-def check_unique_stems(slides: Sequence[Path]) -> None:
-    """Two slides with the same stem would write the same ``OUT/<stem>`` folder."""
-    seen: dict[str, Path] = {}
-    for slide in slides:
-        other = seen.setdefault(slide.stem, slide)
-        if other != slide:
-            raise OptionError(f"{slide}: same name as {other}; both would write to OUT/{slide.stem}")
 
 
 def one_line_error(slide: Path, exc: BaseException) -> str:
