@@ -22,7 +22,7 @@ def test_default_model_loads_with_its_config() -> None:
     assert cfg.data["n"] == 9491 and cfg.data["split"]["seed"] == 0
     assert cfg.metrics["split"] == "validation"
     # Recorded validation figures (see MODEL_CARD.md); guards against shipping a broken model.
-    assert cfg.metrics["auc"] > 0.95 and cfg.metrics["accuracy"] > 0.88
+    assert cfg.metrics["auc"] > 0.96 and cfg.metrics["accuracy"] > 0.9
     assert cfg.metrics["auc_ci"][0] < cfg.metrics["auc"] < cfg.metrics["auc_ci"][1]
     assert cfg.training["model"] == "context_cnn"
     assert len(model.weights_sha256) == 64
