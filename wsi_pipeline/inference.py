@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
+from wsi_pipeline.devices import resolve_device  # noqa: F401  (re-exported)
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.models.io import LoadedModel
 
@@ -34,25 +35,6 @@ ProgressFn = Callable[[int], None]
 
 #: Target side (model px) of one block read; 16 tiles of 96 px at the default stride.
 DEFAULT_BLOCK_PX = 1536
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an :class:`OptionError`."""
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise OptionError(f"--device: unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise OptionError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise OptionError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif resolved.type != "cpu":
-        raise OptionError(f"--device: unsupported device {device!r} (use auto, cpu, cuda or cuda:N)")
-    return resolved
 
 
 def inference_module(module: torch.nn.Module) -> torch.nn.Module:

@@ -149,6 +149,29 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` via a temporary file in the same folder, then rename: readers never see half a
+    file and an interrupted write leaves the old one. Errors become :class:`OutputError`."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, expected a file path")
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None and Path(tmp).exists():
+            Path(tmp).unlink()
+    return path
+
+
 def write_summary(path: Path, summary: dict[str, Any]) -> Path:
     Path(path).write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     return Path(path)

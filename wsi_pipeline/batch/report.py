@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from wsi_pipeline.writers import write_text_atomic
 
 CSV_NAME = "run_summary.csv"
 JSON_NAME = "run_summary.json"
@@ -99,20 +99,6 @@ class BatchReport:
         )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + ``os.replace`` (readers never see half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _csv_cell(value: Any) -> Any:
     return "" if value is None else value
 
@@ -125,8 +111,8 @@ def write_run_summary(report: BatchReport) -> tuple[Path, Path]:
     for row in report.rows:
         data = asdict(row)
         writer.writerow([_csv_cell(data[c]) for c in COLUMNS])
-    _atomic_write_text(report.csv_path, buffer.getvalue())
-    _atomic_write_text(report.json_path, json.dumps(report.to_dict(), indent=2) + "\n")
+    write_text_atomic(report.csv_path, buffer.getvalue())
+    write_text_atomic(report.json_path, json.dumps(report.to_dict(), indent=2) + "\n")
     return report.csv_path, report.json_path
 
 

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import click
 
 from wsi_pipeline.cli.common import run_cli
-from wsi_pipeline.errors import OptionError, OutputError
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, then rename (no half-written outputs)."""
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder, expected a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+from wsi_pipeline.errors import OptionError
+from wsi_pipeline.writers import write_text_atomic
 
 
 def _predictions_csv(ids: list[str], labels, probs) -> str:
@@ -127,12 +112,12 @@ def evaluate_command(
     )
     click.echo(format_report(result.metrics))
     if json_path is not None:
-        _write_text_atomic(json_path, json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(json_path, json.dumps(summary, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
     if predictions_path is not None:
         ids = dataset.ids
         chosen = [ids[i] for i in result.indices]
-        _write_text_atomic(predictions_path, _predictions_csv(chosen, result.labels, result.probs))
+        write_text_atomic(predictions_path, _predictions_csv(chosen, result.labels, result.probs))
         click.echo(f"wrote {predictions_path}")
     if plots_dir is not None:
         from wsi_pipeline.evaluation.plots import plot_confusion_matrix, plot_roc

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 
+from wsi_pipeline import devices
 from wsi_pipeline.data.base import PatchDataset
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.models.io import LoadedModel
@@ -39,14 +39,8 @@ def predict_patches(
 
 
 def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise OptionError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    if name not in ("cpu", "cuda"):
-        raise OptionError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return name
+    """:func:`wsi_pipeline.devices.resolve_device` as a plain string (``"cpu"``, ``"cuda"``, ``"cuda:1"``)."""
+    return str(devices.resolve_device(name))
 
 
 def predict_dataset(

@@ -1,17 +1,10 @@
-"""Validation metrics for binary patch classifiers, with bootstrap 95 % intervals."""
+"""Validation metrics stored with a trained model, built from :mod:`wsi_pipeline.evaluation.metrics`."""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
-
-def auc_or_nan(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC, or NaN when only one class is present."""
-    labels = np.asarray(labels)
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    return float(roc_auc_score(labels, scores))
+from wsi_pipeline.evaluation.metrics import bootstrap_intervals, confusion_matrix, roc_auc
 
 
 def binary_metrics(
@@ -19,38 +12,18 @@ def binary_metrics(
 ) -> dict:
     """Accuracy, AUC, sensitivity, specificity and confusion matrix at ``threshold``,
     each scalar with a percentile-bootstrap 95 % interval (``<name>_ci``)."""
-    labels = np.asarray(labels).astype(np.int64).reshape(-1)
-    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
-    pred = (probs >= threshold).astype(np.int64)
-
-    def scalars(y: np.ndarray, p: np.ndarray, yhat: np.ndarray) -> dict[str, float]:
-        pos, neg = y == 1, y == 0
-        return {
-            "accuracy": float((yhat == y).mean()) if len(y) else float("nan"),
-            "auc": auc_or_nan(y, p),
-            "sensitivity": float(yhat[pos].mean()) if pos.any() else float("nan"),
-            "specificity": float(1 - yhat[neg].mean()) if neg.any() else float("nan"),
-        }
-
-    out: dict = scalars(labels, probs, pred)
-    tn = int(((pred == 0) & (labels == 0)).sum())
-    fp = int(((pred == 1) & (labels == 0)).sum())
-    fn = int(((pred == 0) & (labels == 1)).sum())
-    tp = int(((pred == 1) & (labels == 1)).sum())
-    out["confusion_matrix"] = {"tn": tn, "fp": fp, "fn": fn, "tp": tp}
-    out["n"] = int(len(labels))
-    out["threshold"] = float(threshold)
-    if n_boot > 0 and len(labels) > 1:
-        rng = np.random.default_rng(seed)
-        draws: dict[str, list[float]] = {k: [] for k in ("accuracy", "auc", "sensitivity", "specificity")}
-        for _ in range(n_boot):
-            idx = rng.integers(0, len(labels), len(labels))
-            for k, v in scalars(labels[idx], probs[idx], pred[idx]).items():
-                draws[k].append(v)
-        for k, values in draws.items():
-            arr = np.asarray(values)
-            arr = arr[~np.isnan(arr)]
-            out[f"{k}_ci"] = (
-                [float(np.percentile(arr, 2.5)), float(np.percentile(arr, 97.5))] if len(arr) else None
-            )
+    (tn, fp), (fn, tp) = confusion_matrix(labels, probs, threshold).tolist()
+    n = tn + fp + fn + tp
+    out: dict = {
+        "accuracy": (tn + tp) / n,
+        "auc": roc_auc(labels, probs),
+        "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+        "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+        "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
+        "n": n,
+        "threshold": float(threshold),
+    }
+    if n_boot > 0 and n > 1:
+        for name, interval in bootstrap_intervals(labels, probs, threshold, n_boot, seed).items():
+            out[f"{name}_ci"] = interval
     return out

@@ -17,13 +17,15 @@ import torch
 import yaml
 from torch import nn
 
+from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.errors import DatasetError, OptionError, OutputError
+from wsi_pipeline.evaluation.metrics import roc_auc
 from wsi_pipeline.models.config import ModelConfig
 from wsi_pipeline.models.io import preprocess_patches, save_model
 from wsi_pipeline.models.registry import create_model
 from wsi_pipeline.training.augment import Augmenter, random_crop_nhwc
 from wsi_pipeline.training.config import TrainConfig
-from wsi_pipeline.training.metrics import auc_or_nan, binary_metrics
+from wsi_pipeline.training.metrics import binary_metrics
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.pt"
@@ -53,15 +55,6 @@ class TrainResult:
     metrics: dict[str, Any]
     epochs_run: int
     stopped_early: bool
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; explicit ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise OptionError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
 
 
 def lr_at(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -347,7 +340,7 @@ def train(
             "train_acc": correct / max(1, seen),
             "val_loss": val_loss,
             "val_acc": float(((val_prob >= 0.5) == val_labels).mean()),
-            "val_auc": auc_or_nan(val_labels, val_prob),
+            "val_auc": roc_auc(val_labels, val_prob),
             "seconds": time.perf_counter() - t0,
             "images_per_s": seen / max(train_seconds, 1e-9),
         }
