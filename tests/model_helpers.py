@@ -25,3 +25,36 @@ def save_probe_model(directory: Path, patch_size: int = 32, mpp: float = 1.0, **
 
 def load_probe_model(directory: Path, patch_size: int = 32, mpp: float = 1.0, **kwargs: float) -> LoadedModel:
     return load_model(save_probe_model(directory, patch_size=patch_size, mpp=mpp, **kwargs))
+
+
+def save_small_bn_model(
+    folder: Path,
+    center_crop: int | None = None,
+    stain: dict | None = None,
+    seed: int = 3,
+    mean: tuple[float, float, float] = (0.70, 0.55, 0.70),
+    std: tuple[float, float, float] = (0.20, 0.25, 0.18),
+) -> Path:
+    """Save a tiny ``tiny_resnet`` with non-trivial BatchNorm statistics (outputs spread away from
+    0.5), for tests that compare a transformed network (export, BN folding) with ``predict_proba``."""
+    import torch
+
+    torch.manual_seed(seed)
+    kwargs = {"widths": [8, 16, 16], "dropout": 0.0}
+    module = create_model("tiny_resnet", **kwargs)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.3, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    config = ModelConfig(
+        architecture="tiny_resnet",
+        arch_kwargs=kwargs,
+        name="small-test",
+        mean=list(mean),
+        std=list(std),
+        center_crop=center_crop,
+        stain_normalization=stain,
+    )
+    return save_model(folder, module, config)

@@ -9,35 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_helpers import save_small_bn_model
 
 from wsi_pipeline.errors import ModelError, OptionError, OutputError
 from wsi_pipeline.export import export_model, wsinfer_config
-from wsi_pipeline.models import ModelConfig, create_model, load_model, save_model
+from wsi_pipeline.models import load_model
 
 MEAN = [0.70, 0.55, 0.70]
 STD = [0.20, 0.25, 0.18]
 
 
 def _save_small_model(folder: Path, center_crop: int | None = None, stain: dict | None = None) -> Path:
-    torch.manual_seed(3)
-    kwargs = {"widths": [8, 16, 16], "dropout": 0.0}
-    module = create_model("tiny_resnet", **kwargs)
-    # Non-trivial BN statistics / weights so that outputs spread away from 0.5.
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-    config = ModelConfig(
-        architecture="tiny_resnet",
-        arch_kwargs=kwargs,
-        name="small-test",
-        mean=MEAN,
-        std=STD,
-        center_crop=center_crop,
-        stain_normalization=stain,
-    )
-    return save_model(folder, module, config)
+    return save_small_bn_model(folder, center_crop=center_crop, stain=stain, mean=MEAN, std=STD)
 
 
 def _patches(n: int = 6, seed: int = 0) -> np.ndarray:

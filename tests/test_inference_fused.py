@@ -7,29 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_helpers import save_small_bn_model
 
 from wsi_pipeline.inference import TileInference, inference_module
-from wsi_pipeline.models import ModelConfig, create_model, load_model, save_model
+from wsi_pipeline.models import load_model
 
 
 def _bn_model(folder: Path, center_crop: int | None):  # type: ignore[no-untyped-def]
-    torch.manual_seed(5)
-    kwargs = {"widths": [8, 16, 16], "dropout": 0.0}
-    module = create_model("tiny_resnet", **kwargs)
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.3, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    config = ModelConfig(
-        architecture="tiny_resnet",
-        arch_kwargs=kwargs,
-        mean=[0.6, 0.5, 0.7],
-        std=[0.2, 0.25, 0.2],
-        center_crop=center_crop,
+    return load_model(
+        save_small_bn_model(
+            folder, center_crop=center_crop, seed=5, mean=(0.6, 0.5, 0.7), std=(0.2, 0.25, 0.2)
+        )
     )
-    return load_model(save_model(folder, module, config))
 
 
 def test_fused_module_matches_and_leaves_the_original_alone(tmp_path: Path) -> None:
