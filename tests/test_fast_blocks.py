@@ -26,6 +26,15 @@ def jpeg_pyramid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_pyramidal_tiff(path, _textured(1200, 1000), mpp=0.5, levels=3, tile=256, compression="jpeg")
 
 
+def test_only_the_requested_levels_are_probed_and_served(jpeg_pyramid: Path) -> None:
+    with open_slide(jpeg_pyramid) as reader:
+        fast = fast_block_reader(reader, {1})
+        try:
+            assert isinstance(fast, FastBlockReader) and fast.fast_levels == {1}
+            assert np.array_equal(fast.read_region((0, 0), 2, (64, 64)), reader.read_region((0, 0), 2, (64, 64)))
+        finally:
+            fast.close()
+
 def test_jpeg_pyramid_reads_are_identical_to_openslide(jpeg_pyramid: Path) -> None:
     with open_slide(jpeg_pyramid) as reader:
         assert isinstance(reader, OpenSlideReader)

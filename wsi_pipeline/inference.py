@@ -202,9 +202,7 @@ class TileInference:
         batches = _BatchRunner(self.model, module, self.device, self.batch_size, tile_px, dtype, stats)
         for block_pixels in self._read_in_background(blocks, read_block, tile_px, stride_px, stats):
             block = block_pixels.block
-            windows = sliding_window_view(block_pixels.pixels, (tile_px, tile_px, 3))[
-                ::stride_px, ::stride_px, 0
-            ]
+            windows = tile_views(block_pixels.pixels, tile_px, stride_px)
             rows = cells[block.index, 0] - block.row0
             cols = cells[block.index, 1] - block.col0
             batches.add(windows, rows, cols, block.index)

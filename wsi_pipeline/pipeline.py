@@ -255,7 +255,8 @@ def run_slide(
         )
         total = len(cells)
         step = None if progress is None else (lambda n: progress(n, total))
-        block_source = fast_block_reader(reader)  # tifffile decoding where verified identical
+        # tifffile decoding of the level we read, where verified identical to OpenSlide
+        block_source = fast_block_reader(reader, {plan.level})
         try:
             probs, stats = engine.run(
                 cells, plan.block_reader(block_source), plan.tile_px, plan.stride_px, progress=step

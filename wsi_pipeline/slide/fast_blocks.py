@@ -59,8 +59,10 @@ class FastBlockReader(SlideReader):
         self.fast.close()
 
 
-def fast_block_reader(reader: SlideReader) -> SlideReader:
-    """``reader`` wrapped with tifffile reads where they are verified identical, else ``reader``."""
+def fast_block_reader(reader: SlideReader, levels: set[int] | None = None) -> SlideReader:
+    """``reader`` wrapped with tifffile reads where they are verified identical, else ``reader``.
+
+    Only ``levels`` (default: all) are probed, so a caller that reads one level pays for one probe."""
     if not isinstance(reader, OpenSlideReader) or reader.path.suffix.lower() not in {".tif", ".tiff", ".svs"}:
         return reader
     try:
@@ -68,21 +70,23 @@ def fast_block_reader(reader: SlideReader) -> SlideReader:
     except SlideOpenError:
         return reader
     try:
-        levels = _identical_levels(reader, fast)
+        verified = _identical_levels(reader, fast, levels)
     except Exception:  # any read problem: keep OpenSlide, which reports errors its own way
-        levels = set()
-    if not levels:
+        verified = set()
+    if not verified:
         fast.close()
         return reader
-    return FastBlockReader(reader, fast, levels)
+    return FastBlockReader(reader, fast, verified)
 
 
-def _identical_levels(primary: SlideReader, fast: TiffFileReader) -> set[int]:
+def _identical_levels(primary: SlideReader, fast: TiffFileReader, wanted: set[int] | None) -> set[int]:
     levels = set()
     fast_dims = fast.level_dimensions
     for level, (dims, ds) in enumerate(zip(primary.level_dimensions, primary.level_downsamples, strict=True)):
         if level >= len(fast_dims) or tuple(fast_dims[level]) != tuple(dims):
             break
+        if wanted is not None and level not in wanted:
+            continue
         if abs(ds - round(ds)) > 1e-9 or abs(fast.level_downsamples[level] - ds) > 1e-9:
             continue
         width, height = dims
