@@ -36,6 +36,7 @@ def test_only_the_requested_levels_are_probed_and_served(jpeg_pyramid: Path) -> 
         finally:
             fast.close()
 
+
 def test_jpeg_pyramid_reads_are_identical_to_openslide(jpeg_pyramid: Path) -> None:
     with open_slide(jpeg_pyramid) as reader:
         assert isinstance(reader, OpenSlideReader)
