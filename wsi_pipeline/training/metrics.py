@@ -1,10 +1,11 @@
-"""Validation metrics stored with a trained model, built from :mod:`wsi_pipeline.evaluation.metrics`."""
+"""Validation metrics stored with a trained model: :func:`wsi_pipeline.evaluation.compute_metrics`
+in the flat layout of the model config (``confusion_matrix`` as a dict, ``<name>_ci`` intervals)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from wsi_pipeline.evaluation.metrics import bootstrap_intervals, confusion_matrix, roc_auc
+from wsi_pipeline.evaluation.report import compute_metrics
 
 
 def binary_metrics(
@@ -12,18 +13,9 @@ def binary_metrics(
 ) -> dict:
     """Accuracy, AUC, sensitivity, specificity and confusion matrix at ``threshold``,
     each scalar with a percentile-bootstrap 95 % interval (``<name>_ci``)."""
-    (tn, fp), (fn, tp) = confusion_matrix(labels, probs, threshold).tolist()
-    n = tn + fp + fn + tp
-    out: dict = {
-        "accuracy": (tn + tp) / n,
-        "auc": roc_auc(labels, probs),
-        "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
-        "specificity": tn / (tn + fp) if tn + fp else float("nan"),
-        "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
-        "n": n,
-        "threshold": float(threshold),
-    }
-    if n_boot > 0 and n > 1:
-        for name, interval in bootstrap_intervals(labels, probs, threshold, n_boot, seed).items():
-            out[f"{name}_ci"] = interval
+    metrics = compute_metrics(labels, probs, threshold, n_boot=n_boot, seed=seed)
+    (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+    out = {key: metrics[key] for key in ("accuracy", "auc", "sensitivity", "specificity", "n", "threshold")}
+    out["confusion_matrix"] = {"tn": tn, "fp": fp, "fn": fn, "tp": tp}
+    out.update({f"{name}_ci": interval for name, interval in metrics["intervals"].items()})
     return out
