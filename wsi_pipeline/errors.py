@@ -7,6 +7,8 @@ one-line message and exit non-zero; anything else is a bug and keeps its traceba
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class WsiPipelineError(Exception):
     """Base class for errors caused by user input, reported without a traceback."""
@@ -58,3 +60,18 @@ class OutputError(WsiPipelineError):
 
 class OptionError(WsiPipelineError):
     """A command-line option or config value is invalid."""
+
+
+# --- one-line messages -------------------------------------------------------
+def one_line(exc: BaseException) -> str:
+    """First line of an exception message (the type name when it has none)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def one_line_error(slide: str | Path, exc: BaseException) -> str:
+    """:func:`one_line`, prefixed with the slide when the message does not already name it."""
+    text = one_line(exc)
+    if str(slide) not in text and Path(slide).name not in text:
+        text = f"{slide}: {text}"
+    return text

@@ -11,8 +11,8 @@ from typing import Any
 from wsi_pipeline.batch.cluster import DEFAULT_ALLOWED_FAILURES, open_client, plan_workers
 from wsi_pipeline.batch.report import BatchReport, SlideRow, write_run_summary
 from wsi_pipeline.batch.resume import clean_stale_temp, plan_resume
-from wsi_pipeline.batch.worker import one_line, process_slide
-from wsi_pipeline.errors import OptionError, OutputError
+from wsi_pipeline.batch.worker import process_slide
+from wsi_pipeline.errors import OptionError, OutputError, one_line
 from wsi_pipeline.pipeline import InferenceOptions
 from wsi_pipeline.writers import check_unique_stems
 
@@ -34,12 +34,9 @@ def check_device(device: str, local: bool) -> None:
 
 def resolve_model_path(model_path: str | Path | None) -> Path:
     """Absolute model folder (workers on other nodes need a path, not ``None``)."""
-    from wsi_pipeline.models.io import default_model_dir
+    from wsi_pipeline.models.io import model_folder
 
-    folder = Path(model_path) if model_path is not None else default_model_dir()
-    if folder.is_file():  # a config.json was given
-        folder = folder.parent
-    return folder.resolve()
+    return model_folder(model_path).resolve()
 
 
 def compute_params_hash(model: Any, options: InferenceOptions) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.batch.cluster import TORCH_THREADS_ENV
-from wsi_pipeline.errors import WsiPipelineError
+from wsi_pipeline.errors import WsiPipelineError, one_line, one_line_error  # noqa: F401  (one_line re-exported)
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -46,12 +46,6 @@ def get_model(model_path: str | None, device: Any) -> Any:
             model = load_model(model_path, device=device)
             _MODEL_CACHE[key] = model
     return model
-
-
-def one_line(exc: BaseException) -> str:
-    """First line of an exception message (type name when it has none)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def process_slide(
@@ -87,8 +81,6 @@ def process_slide(
             n_tiles_tissue=summary.get("n_tiles_tissue"),
         )
     except WsiPipelineError as exc:
-        text = one_line(exc)
-        name = Path(slide_path).name
-        outcome["error"] = text if (slide_path in text or name in text) else f"{slide_path}: {text}"
+        outcome["error"] = one_line_error(slide_path, exc)
     outcome["seconds"] = round(time.perf_counter() - start, 3)
     return outcome

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from wsi_pipeline.cli.common import run_cli
-from wsi_pipeline.errors import ModelError, OptionError, WsiPipelineError
+from wsi_pipeline.errors import OptionError, WsiPipelineError, one_line_error
 from wsi_pipeline.writers import check_unique_stems
 
 #: File extensions picked up when a directory is given (OpenSlide formats + generic/OME TIFF + DICOM).
@@ -46,15 +46,6 @@ def expand_slide_paths(inputs: Iterable[Path]) -> list[Path]:
         else:
             slides.append(item)
     return slides
-
-
-def one_line_error(slide: Path, exc: BaseException) -> str:
-    """First line of the error message, prefixed with the slide when the message does not name it."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    if str(slide) not in text and slide.name not in text:
-        text = f"{slide}: {text}"
-    return text
 
 
 @dataclass
@@ -128,12 +119,9 @@ class _ProgressBar:
 def load_inference_model(model_path: Path | None, device: str) -> Any:
     """The model to run (``None`` = the shipped default), on the resolved device."""
     from wsi_pipeline.inference import resolve_device
-    from wsi_pipeline.models.io import default_model_dir, load_model
+    from wsi_pipeline.models.io import load_model
 
-    resolved = resolve_device(device)
-    if model_path is None and not (default_model_dir() / "config.json").is_file():
-        raise ModelError(f"no default model installed at {default_model_dir()}; give one with --model PATH")
-    return load_model(model_path, device=resolved)
+    return load_model(model_path, device=resolve_device(device))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -265,10 +253,7 @@ def run_dask_batch(
 ) -> None:
     """The batch path of ``wsi-infer``: :func:`wsi_pipeline.batch.run_batch`; exit 1 if any slide failed."""
     from wsi_pipeline.batch.runner import run_batch
-    from wsi_pipeline.models.io import default_model_dir
 
-    if model_path is None and not (default_model_dir() / "config.json").is_file():
-        raise ModelError(f"no default model installed at {default_model_dir()}; give one with --model PATH")
     report = run_batch(
         paths,
         out_root,

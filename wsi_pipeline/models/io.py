@@ -104,15 +104,26 @@ def save_model(directory: Path, module: nn.Module, config: ModelConfig) -> Path:
     return directory
 
 
-def load_model(path: Path | str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model folder (or its ``config.json``); ``None`` loads the shipped default."""
+def model_folder(path: Path | str | None = None) -> Path:
+    """The model folder ``path`` names (a folder or its ``config.json``; ``None``: the shipped
+    default), checked to exist without loading anything."""
     folder = Path(path) if path is not None else default_model_dir()
     if folder.is_file() and folder.name == CONFIG_FILENAME:
         folder = folder.parent
     if not folder.is_dir():
+        if path is None:
+            raise ModelError(
+                f"{folder}: model folder not found: no default model installed; give one with --model"
+            )
         raise ModelError(
             f"{folder}: model folder not found (expected {WEIGHTS_FILENAME} + {CONFIG_FILENAME})"
         )
+    return folder
+
+
+def load_model(path: Path | str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model folder (or its ``config.json``); ``None`` loads the shipped default."""
+    folder = model_folder(path)
     config = ModelConfig.load(folder / CONFIG_FILENAME)
     weights = folder / WEIGHTS_FILENAME
     if not weights.is_file():
