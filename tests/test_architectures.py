@@ -67,6 +67,24 @@ def test_context_cnn_sees_the_whole_patch_at_a_twentieth_of_the_cost() -> None:
         assert not torch.allclose(ctx(x), ctx(y))
 
 
+def test_context_cnn_conv_stem_sees_full_resolution_detail() -> None:
+    """The average-pooling stem cannot tell a 2x2 checkerboard from flat grey; the learned one can."""
+    flat = torch.full((1, 3, 96, 96), 0.5)
+    checker = flat.clone()
+    checker[..., ::2, ::2] = 1.0
+    checker[..., 1::2, 1::2] = 1.0
+    checker[..., ::2, 1::2] = 0.0
+    checker[..., 1::2, ::2] = 0.0
+    for stem, differs in (("avg", False), ("conv", True)):
+        torch.manual_seed(0)
+        model = create_model("context_cnn", widths=[8, 16], stem=stem).eval()
+        with torch.no_grad():
+            assert model(flat).shape == (1, 1)
+            assert (not torch.allclose(model(flat), model(checker), atol=1e-6)) is differs
+    with pytest.raises(ValueError, match="stem"):
+        create_model("context_cnn", stem="max")
+
+
 def test_tiny_resnet_width_and_depth_options() -> None:
     small = create_model("tiny_resnet", widths=[8, 16, 32, 64])
     deeper = create_model("tiny_resnet", widths=[8, 16, 32, 64], blocks=[1, 2, 2])

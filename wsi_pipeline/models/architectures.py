@@ -134,6 +134,7 @@ def context_cnn(
     widths: tuple[int, ...] | list[int] = (16, 32, 64, 128),
     input_downsample: int = 2,
     dropout: float = 0.3,
+    stem: str = "avg",
 ) -> nn.Module:
     """Slim VGG-style CNN that sees the whole 96 px patch at half resolution.
 
@@ -142,11 +143,23 @@ def context_cnn(
     3x3 conv-BN-ReLU layers with max pooling, global average pooling, dropout and one logit
     (~0.3M parameters, ~60 MFLOP per tile: 20x cheaper than ``seed_cnn``). On hcd_patches it learns
     faster per epoch than centre-cropped full-resolution variants of the same cost.
+
+    ``stem="conv"`` replaces the fixed average pooling by a learned strided 3x3 conv-BN-ReLU with
+    ``widths[0]`` filters, so fine nuclear texture at full resolution can reach the network.
     """
+    if stem not in ("avg", "conv"):
+        raise ValueError(f"context_cnn stem must be 'avg' or 'conv', got {stem!r}")
     layers: list[nn.Module] = []
-    if input_downsample > 1:
-        layers.append(nn.AvgPool2d(input_downsample))
     c_in = 3
+    if input_downsample > 1 and stem == "avg":
+        layers.append(nn.AvgPool2d(input_downsample))
+    elif input_downsample > 1:
+        layers += [
+            nn.Conv2d(3, int(widths[0]), 3, stride=input_downsample, padding=1, bias=False),
+            nn.BatchNorm2d(int(widths[0])),
+            nn.ReLU(inplace=True),
+        ]
+        c_in = int(widths[0])
     for width in widths:
         layers += _conv_bn_relu(c_in, int(width)) + _conv_bn_relu(int(width), int(width))
         layers.append(nn.MaxPool2d(2))
