@@ -170,3 +170,26 @@ def test_device_resolution():
         with pytest.raises(OptionError, match="CUDA is not available"):
             resolve_device("cuda")
     assert autocast_dtype(torch.device("cpu")) is None
+
+
+def test_cpu_model_calls_are_chunked_to_bound_memory(probe, monkeypatch):
+    """A 200-tile host batch reaches the model as calls of at most CPU_MODEL_CHUNK tiles, same values."""
+    from wsi_pipeline.inference import CPU_MODEL_CHUNK
+
+    sizes: list[int] = []
+    original = probe.preprocess
+
+    def recording_preprocess(batch):
+        sizes.append(len(batch))
+        return original(batch)
+
+    monkeypatch.setattr(probe, "preprocess", recording_preprocess)
+    stride, rows, cols = 16, 10, 20
+    image = _image(rows, cols, TILE, stride, seed=3)
+    cells = np.argwhere(np.ones((rows, cols), dtype=bool))
+    probs, stats = TileInference(probe, batch_size=200, num_readers=1).run(
+        cells, _reader(image, stride, TILE), TILE, stride
+    )
+    np.testing.assert_allclose(probs, _expected(image, cells, TILE, stride), atol=1e-5)
+    assert stats.n_batches == 1
+    assert sizes == [CPU_MODEL_CHUNK] * (200 // CPU_MODEL_CHUNK) + [200 % CPU_MODEL_CHUNK]
