@@ -17,6 +17,7 @@ from wsi_pipeline.writers import (
     CellGeometry,
     atomic_output_dir,
     cells_to_geometry,
+    inferno,
     json_safe,
     read_heatmap_zarr,
     tumour_features,
@@ -126,12 +127,33 @@ def test_geojson_is_a_qupath_annotation_collection(tmp_path):
 
 
 def test_overlay_png_shows_heatmap(tmp_path):
-    thumb = np.full((100, 160, 3), 255, dtype=np.uint8)
+    """Cells with a probability are blended over the thumbnail (alpha 0.55, inferno); NaN cells are not."""
+    thumb = np.full((100, 160, 3), 128, dtype=np.uint8)
     hm = np.full((10, 16), np.nan, dtype=np.float32)
-    hm[:, :8] = 1.0
+    hm[:, :8] = 1.0  # left half: tumour; one cell = 40 level-0 px = 10 thumbnail px
+    hm[0, 8] = 0.0
     write_overlay_png(tmp_path / "o.png", thumb, 4.0, hm, CellGeometry(0, 0, 40.0), title="s")
-    image = np.asarray(Image.open(tmp_path / "o.png").convert("RGB"))
+    image = np.asarray(Image.open(tmp_path / "o.png").convert("RGB")).astype(int)
     assert image.shape[0] > 100 and image.shape[1] > 160
-    # tumour half is coloured (inferno at 1.0 is pale yellow over white -> not pure white/grey)
-    colourful = (np.abs(image[..., 0].astype(int) - image[..., 2].astype(int)) > 60).sum()
-    assert colourful > 2000
+    # Find the thumbnail inside the canvas by its untouched grey right half.
+    ys, xs = np.nonzero((image == 128).all(axis=-1))
+    top, right = ys.min(), xs.max()
+    left = right - 159
+    hot = np.rint(0.45 * 128 + 0.55 * np.array([252, 255, 164]))
+    cold = np.rint(0.45 * 128 + 0.55 * np.array([0, 0, 4]))
+    np.testing.assert_array_equal(
+        image[top : top + 100, left : left + 80], np.broadcast_to(hot, (100, 80, 3))
+    )
+    np.testing.assert_array_equal(
+        image[top : top + 10, left + 80 : left + 90], np.broadcast_to(cold, (10, 10, 3))
+    )
+    assert (image[top + 10 : top + 100, left + 80 : left + 160] == 128).all()
+    assert (image[top : top + 10, left + 90 : left + 160] == 128).all()
+
+
+def test_inferno_matches_matplotlib():
+    import matplotlib as mpl
+
+    values = np.linspace(0.0, 1.0, 256)
+    reference = mpl.colormaps["inferno"](values)[:, :3] * 255
+    assert np.abs(inferno(values) - reference).max() < 5.0
