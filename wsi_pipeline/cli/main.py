@@ -1,6 +1,8 @@
-"""``wsi-pipeline``: umbrella command (demo, export, models)."""
+"""``wsi-pipeline``: umbrella command (demo, export, models, ensemble)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -21,6 +23,25 @@ def models_command() -> None:
 
     for name in list_models():
         click.echo(name)
+
+
+@cli.command("ensemble")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True, help="New model folder."
+)
+@click.option("--name", default="ensemble", show_default=True, help="Name stored in the model config.")
+def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str) -> None:
+    """Join trained models that read patches alike into one model averaging their logits.
+
+    Evaluate the result with `wsi-eval --model OUT`; use it with `wsi-infer --model OUT`.
+    """
+    from wsi_pipeline.models import save_model
+    from wsi_pipeline.models.ensemble import combine_models
+
+    module, config = combine_models(list(models), name=name)
+    save_model(out_dir, module, config)
+    click.echo(f"wrote {out_dir} ({len(models)} members)")
 
 
 def _register_optional_commands() -> None:

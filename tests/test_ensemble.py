@@ -1,0 +1,79 @@
+"""Model ensembles: mean of the members' logits, saved and loaded like any model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_helpers import save_small_bn_model
+
+from wsi_pipeline.errors import ModelError
+from wsi_pipeline.inference import inference_module
+from wsi_pipeline.models import load_model, save_model
+from wsi_pipeline.models.ensemble import combine_models
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = p.astype(np.float64)
+    return np.log(p) - np.log1p(-p)
+
+
+def _patches(n: int = 12, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 96, 96, 3), dtype=np.uint8)
+
+
+def test_ensemble_probability_is_sigmoid_of_mean_member_logit(tmp_path: Path) -> None:
+    a = save_small_bn_model(tmp_path / "a", seed=1)
+    b = save_small_bn_model(tmp_path / "b", seed=2)
+    module, config = combine_models([a, b], name="pair")
+    folder = save_model(tmp_path / "pair", module, config)
+    pair = load_model(folder)
+    assert pair.config.architecture == "ensemble" and pair.config.name == "pair"
+    assert [m["architecture"] for m in pair.config.arch_kwargs["members"]] == ["tiny_resnet"] * 2
+    assert len(pair.config.training["ensemble_of"]) == 2
+    x = _patches()
+    pa, pb, pp = (load_model(a).predict_proba(x), load_model(b).predict_proba(x), pair.predict_proba(x))
+    assert np.abs(pa - pb).max() > 0.05  # the members really differ
+    expected = 1.0 / (1.0 + np.exp(-(_logit(pa) + _logit(pb)) / 2))
+    np.testing.assert_allclose(pp, expected, atol=1e-5)
+    # wsi-infer's BatchNorm folding traces through the members and keeps the values.
+    with torch.inference_mode():
+        batch = pair.preprocess(torch.as_tensor(x))
+        np.testing.assert_allclose(
+            inference_module(pair.module)(batch).numpy(), pair.module(batch).numpy(), atol=1e-4
+        )
+
+
+def test_members_that_read_patches_differently_are_refused(tmp_path: Path) -> None:
+    a = save_small_bn_model(tmp_path / "a", seed=1)
+    b = save_small_bn_model(tmp_path / "b", seed=2, mean=(0.5, 0.5, 0.5))
+    with pytest.raises(ModelError, match="mean .* must read patches the same way"):
+        combine_models([a, b])
+    with pytest.raises(ModelError, match="at least two"):
+        combine_models([a])
+
+
+def _run_cli(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> int:
+    from wsi_pipeline.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["wsi-pipeline", *args])
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_cli_ensemble(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    a = save_small_bn_model(tmp_path / "a", seed=1)
+    b = save_small_bn_model(tmp_path / "b", seed=2)
+    assert _run_cli(monkeypatch, ["ensemble", str(a), str(b), "-o", str(tmp_path / "ens")]) == 0
+    assert load_model(tmp_path / "ens").config.architecture == "ensemble"
+    assert "2 members" in capsys.readouterr().out
+    code = _run_cli(monkeypatch, ["ensemble", str(a), str(tmp_path / "nope"), "-o", str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("error: ") and "nope" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()

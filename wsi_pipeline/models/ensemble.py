@@ -1,0 +1,91 @@
+"""Ensembles of trained patch models: one module that averages its members' logits.
+
+``combine_models`` joins saved models that read patches the same way (patch size, um/px,
+normalisation, centre crop, stain normalisation, classes) into one model folder; the result loads,
+exports and runs like any other model (BatchNorm folding included), at the sum of the members' cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wsi_pipeline.errors import ModelError
+from wsi_pipeline.models.config import ModelConfig
+from wsi_pipeline.models.registry import create_model, register_model
+
+#: Config fields that must agree for members to share one preprocessing of the tiles.
+SHARED_INPUT_FIELDS = (
+    "patch_size",
+    "mpp",
+    "class_names",
+    "mean",
+    "std",
+    "center_crop",
+    "stain_normalization",
+)
+
+
+class MeanLogitEnsemble(nn.Module):
+    """Mean of the members' ``(N, 1)`` logits."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.members[0](x)
+        for member in self.members[1:]:
+            total = total + member(x)
+        return total / len(self.members)
+
+
+@register_model("ensemble")
+def ensemble(members: Sequence[dict[str, Any]]) -> nn.Module:
+    """``members``: ``[{"architecture": name, "arch_kwargs": {...}}, ...]`` (registry names)."""
+    return MeanLogitEnsemble(
+        [create_model(str(m["architecture"]), **dict(m.get("arch_kwargs") or {})) for m in members]
+    )
+
+
+def combine_models(model_dirs: Sequence[Path | str], name: str = "ensemble") -> tuple[nn.Module, ModelConfig]:
+    """Load ``model_dirs`` and return the ensemble module and its config (save with ``save_model``).
+
+    Raises :class:`ModelError` when fewer than two models are given or they read patches differently.
+    """
+    from wsi_pipeline.models.io import load_model
+
+    if len(model_dirs) < 2:
+        raise ModelError(f"an ensemble needs at least two models, got {len(model_dirs)}")
+    loaded = [load_model(path) for path in model_dirs]
+    first = loaded[0].config
+    for other in loaded[1:]:
+        for field_name in SHARED_INPUT_FIELDS:
+            if getattr(other.config, field_name) != getattr(first, field_name):
+                raise ModelError(
+                    f"{other.path}: {field_name} {getattr(other.config, field_name)!r} differs from "
+                    f"{getattr(first, field_name)!r} in {loaded[0].path}; ensemble members must read "
+                    "patches the same way"
+                )
+    members = [{"architecture": m.config.architecture, "arch_kwargs": m.config.arch_kwargs} for m in loaded]
+    module = MeanLogitEnsemble([m.module.to(memory_format=torch.contiguous_format) for m in loaded])
+    config = ModelConfig(
+        architecture="ensemble",
+        arch_kwargs={"members": members},
+        name=name,
+        **{field_name: getattr(first, field_name) for field_name in SHARED_INPUT_FIELDS},
+        data=dict(first.data),
+        training={
+            "ensemble_of": [
+                {"path": str(m.path), "weights_sha256": m.weights_sha256, "training": m.config.training}
+                for m in loaded
+            ]
+        },
+    )
+    return module, config
