@@ -15,7 +15,7 @@ from PIL import Image
 
 from wsi_pipeline.cli.train import main as train_main
 from wsi_pipeline.errors import OptionError, OutputError, UnknownArchitectureError
-from wsi_pipeline.models import load_model
+from wsi_pipeline.models import LoadedModel, load_model
 from wsi_pipeline.training.config import TrainConfig
 from wsi_pipeline.training.trainer import lr_at, train
 
@@ -131,6 +131,23 @@ def test_training_is_seeded(dataset: Path, tmp_path: Path) -> None:
     b = train(dataset, cfg, tmp_path / "b", progress=False)
     assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=1e-5)
     assert a.metrics["auc"] == pytest.approx(b.metrics["auc"], abs=1e-6)
+
+
+def test_split_seed_keeps_the_split_while_seed_changes_the_weights(dataset: Path, tmp_path: Path) -> None:
+    """Same ``split_seed``: the same training patches (same channel statistics), other weights."""
+
+    def run(name: str, **extra) -> LoadedModel:
+        cfg = TrainConfig.from_dict({**TINY, "epochs": 1, **extra})
+        return load_model(train(dataset, cfg, tmp_path / name, progress=False).model_dir)
+
+    model_a, model_b = run("a", seed=0, split_seed=5), run("b", seed=1, split_seed=5)
+    a, b, c = model_a.config, model_b.config, run("c", seed=1).config  # c: the split follows seed
+    assert a.mean == b.mean and a.std == b.std
+    assert a.data["split"]["seed"] == b.data["split"]["seed"] == 5 and c.data["split"]["seed"] == 1
+    assert a.mean != c.mean
+    assert model_a.weights_sha256 != model_b.weights_sha256
+    with pytest.raises(OptionError, match="split_seed"):
+        TrainConfig.from_dict({**TINY, "split_seed": "x"})
 
 
 def test_resume_continues_from_the_last_checkpoint(dataset: Path, tmp_path: Path, monkeypatch) -> None:

@@ -37,6 +37,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
+    #: Seed of the train/validation split (None: ``seed``). Fixing it while changing ``seed`` trains
+    #: differently initialised models on the same split, e.g. ensemble members.
+    split_seed: int | None = None
     #: Stop after this many epochs without a better validation loss (0: never stop early).
     early_stopping: int = 3
     #: Which validation figure picks the best checkpoint.
@@ -97,6 +100,10 @@ class TrainConfig:
                 f"val_fraction must be in (0, 1), got {self.val_fraction!r}",
             ),
             (_is_int(self.seed), f"seed must be an integer, got {self.seed!r}"),
+            (
+                self.split_seed is None or _is_int(self.split_seed),
+                f"split_seed must be an integer or null, got {self.split_seed!r}",
+            ),
             (
                 _is_int(self.early_stopping) and self.early_stopping >= 0,
                 "early_stopping must be an integer >= 0",

@@ -226,7 +226,8 @@ def train(
     images_np, labels_np, data_summary = _load_data(data_path, config, progress)
     from wsi_pipeline.data import stratified_split
 
-    train_idx, val_idx = stratified_split(labels_np, config.val_fraction, seed=config.seed)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    train_idx, val_idx = stratified_split(labels_np, config.val_fraction, seed=split_seed)
     stain_params = None
     if config.stain_normalization:
         from wsi_pipeline.training.stain import fit_normalizer
@@ -246,7 +247,7 @@ def train(
             "split": {
                 "method": "stratified_split",
                 "val_fraction": config.val_fraction,
-                "seed": config.seed,
+                "seed": split_seed,
                 "n_train": int(len(train_idx)),
                 "n_val": int(len(val_idx)),
                 "n_val_tumor": int(val_labels.sum()),
