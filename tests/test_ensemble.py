@@ -77,3 +77,19 @@ def test_cli_ensemble(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("error: ") and "nope" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_validation_indices_check_the_recorded_data() -> None:
+    from wsi_pipeline.data import stratified_split
+    from wsi_pipeline.errors import DatasetError
+    from wsi_pipeline.evaluation.validation import validation_indices
+
+    labels = np.array([0, 1] * 20)
+    split = {"method": "stratified_split", "seed": 4, "val_fraction": 0.25, "n_val": 10}
+    np.testing.assert_array_equal(
+        validation_indices({"n": 40, "split": split}, labels), stratified_split(labels, 0.25, seed=4)[1]
+    )
+    with pytest.raises(DatasetError, match="40 patches but .* drawn from 41"):
+        validation_indices({"n": 41, "split": split}, labels)
+    with pytest.raises(ModelError, match="no stratified validation split"):
+        validation_indices({"n": 40}, labels)

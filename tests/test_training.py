@@ -253,3 +253,41 @@ def test_study_model_with_centre_crop_32(dataset: Path, tmp_path: Path) -> None:
     assert loaded.config.center_crop == 32 and loaded.config.arch_kwargs == {"input_size": 32}
     assert loaded.config.training["optimizer"] == "adam" and loaded.config.training["batch_size"] == 32
     assert loaded.predict_proba(np.zeros((3, 96, 96, 3), np.uint8)).shape == (3,)
+
+
+def test_ensemble_records_metrics_on_the_members_validation_split(
+    dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from wsi_pipeline.cli.main import main as pipeline_main
+    from wsi_pipeline.data import load_arrays, open_patch_dataset, stratified_split
+
+    def member(name: str, **extra) -> Path:
+        cfg = TrainConfig.from_dict({**TINY, "epochs": 1, **extra})
+        return train(dataset, cfg, tmp_path / name, progress=False).model_dir
+
+    def pipeline(args: list[str]) -> int:
+        monkeypatch.setattr(sys, "argv", ["wsi-pipeline", *args])
+        with pytest.raises(SystemExit) as exc:
+            pipeline_main()
+            raise SystemExit(0)
+        return int(exc.value.code or 0)
+
+    a, b = member("a", seed=0, split_seed=3), member("b", seed=1, split_seed=3)
+    out = tmp_path / "ens"
+    assert pipeline(["ensemble", str(a), str(b), "-o", str(out), "--data", str(dataset)]) == 0
+    ens = load_model(out)
+    metrics = ens.config.metrics
+    assert metrics["split"] == "validation" and metrics["n"] == 10
+    ds = open_patch_dataset(dataset)
+    _, val = stratified_split(np.asarray(ds.labels), 0.25, seed=3)
+    images, labels = load_arrays(ds, val)
+    pred = ens.predict_proba(images) >= 0.5
+    assert metrics["accuracy"] == pytest.approx((pred == labels).mean())
+    assert metrics["confusion_matrix"]["tp"] == int((pred & (labels == 1)).sum())
+    assert "validation (10 patches)" in capsys.readouterr().out
+    # A member trained on another split is refused, and nothing is written.
+    c = member("c", seed=1)
+    bad = tmp_path / "bad"
+    assert pipeline(["ensemble", str(a), str(c), "-o", str(bad), "--data", str(dataset)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "differs" in err and not bad.exists()

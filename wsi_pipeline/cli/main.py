@@ -31,17 +31,34 @@ def models_command() -> None:
     "-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True, help="New model folder."
 )
 @click.option("--name", default="ensemble", show_default=True, help="Name stored in the model config.")
-def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str) -> None:
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Training dataset of the members: score the ensemble on their shared validation split and "
+    "record the metrics in its config.",
+)
+def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str, data: Path | None) -> None:
     """Join trained models that read patches alike into one model averaging their logits.
 
     Evaluate the result with `wsi-eval --model OUT`; use it with `wsi-infer --model OUT`.
     """
-    from wsi_pipeline.models import save_model
+    from wsi_pipeline.models import load_model, save_model
     from wsi_pipeline.models.ensemble import combine_models
 
-    module, config = combine_models(list(models), name=name)
+    module, config = combine_models(list(models), name=name, require_same_split=data is not None)
+    if data is not None:
+        from wsi_pipeline.evaluation.validation import validation_metrics
+        from wsi_pipeline.models.io import LoadedModel
+
+        config.metrics = validation_metrics(LoadedModel(module.eval(), config, out_dir, ""), data)
+        click.echo(
+            f"validation ({config.metrics['n']} patches): accuracy {config.metrics['accuracy']:.4f}, "
+            f"AUC {config.metrics['auc']:.4f}"
+        )
     save_model(out_dir, module, config)
     click.echo(f"wrote {out_dir} ({len(models)} members)")
+    load_model(out_dir)  # the folder loads as written
 
 
 def _register_optional_commands() -> None:

@@ -54,10 +54,13 @@ def ensemble(members: Sequence[dict[str, Any]]) -> nn.Module:
     )
 
 
-def combine_models(model_dirs: Sequence[Path | str], name: str = "ensemble") -> tuple[nn.Module, ModelConfig]:
+def combine_models(
+    model_dirs: Sequence[Path | str], name: str = "ensemble", require_same_split: bool = False
+) -> tuple[nn.Module, ModelConfig]:
     """Load ``model_dirs`` and return the ensemble module and its config (save with ``save_model``).
 
-    Raises :class:`ModelError` when fewer than two models are given or they read patches differently.
+    Raises :class:`ModelError` when fewer than two models are given, they read patches differently,
+    or (``require_same_split``) their configs record different data or validation splits.
     """
     from wsi_pipeline.models.io import load_model
 
@@ -72,6 +75,14 @@ def combine_models(model_dirs: Sequence[Path | str], name: str = "ensemble") -> 
                     f"{other.path}: {field_name} {getattr(other.config, field_name)!r} differs from "
                     f"{getattr(first, field_name)!r} in {loaded[0].path}; ensemble members must read "
                     "patches the same way"
+                )
+    if require_same_split:
+        for other in loaded[1:]:
+            if other.config.data != first.data:
+                raise ModelError(
+                    f"{other.path}: trained on other data or another validation split than "
+                    f"{loaded[0].path} (config 'data' differs); their shared validation figures would "
+                    "include training patches"
                 )
     members = [{"architecture": m.config.architecture, "arch_kwargs": m.config.arch_kwargs} for m in loaded]
     module = MeanLogitEnsemble([m.module.to(memory_format=torch.contiguous_format) for m in loaded])
