@@ -111,3 +111,21 @@ def test_tiny_resnet_save_load_round_trip(tmp_path) -> None:
         x = torch.from_numpy(patches).permute(0, 3, 1, 2).float()[:, :, 16:80, 16:80] / 255.0
         expected = torch.sigmoid(model(x)).reshape(-1).numpy()
     np.testing.assert_allclose(loaded.predict_proba(patches), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_saved_model_folder_has_ordinary_permissions(tmp_path) -> None:
+    """Not mkdtemp's 0700: with umask 022 the folder is 0755 and its files 0644."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        folder = save_model(
+            tmp_path / "m", create_model("context_cnn", widths=[4, 8]), ModelConfig("context_cnn")
+        )
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {
+        "model.safetensors": 0o644,
+        "config.json": 0o644,
+    }

@@ -59,7 +59,7 @@ def atomic_output_dir(out_root: Path, name: str) -> Iterator[Path]:
     try:
         out_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}{TEMP_MARKER}-", dir=out_root))
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; results should look like any folder
+        tmp.chmod(0o777 & ~process_umask())  # mkdtemp makes 0700; results should look like any folder
     except OSError as exc:
         raise OutputError(f"{out_root}: cannot create output folder: {exc.strerror or exc}") from exc
     try:
@@ -70,7 +70,7 @@ def atomic_output_dir(out_root: Path, name: str) -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
+def process_umask() -> int:
     """The process umask, read without changing it (os.umask would race with other threads)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():

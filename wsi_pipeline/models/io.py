@@ -95,6 +95,14 @@ def save_model(directory: Path, module: nn.Module, config: ModelConfig) -> Path:
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILENAME))
         config.save(tmp)
+        # mkdtemp makes 0700 (and some writers 0600): give the folder the permissions of any new one,
+        # so a model shared on a cluster is readable by whoever the umask allows.
+        from wsi_pipeline.writers import process_umask
+
+        umask = process_umask()
+        tmp.chmod(0o777 & ~umask)
+        for written in tmp.iterdir():
+            written.chmod(0o666 & ~umask)
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
