@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_wsi_pipeline
 from model_helpers import save_small_bn_model
 
 from wsi_pipeline.errors import ModelError
@@ -56,24 +56,15 @@ def test_members_that_read_patches_differently_are_refused(tmp_path: Path) -> No
         combine_models([a])
 
 
-def _run_cli(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> int:
-    from wsi_pipeline.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["wsi-pipeline", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 def test_cli_ensemble(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     a = save_small_bn_model(tmp_path / "a", seed=1)
     b = save_small_bn_model(tmp_path / "b", seed=2)
-    assert _run_cli(monkeypatch, ["ensemble", str(a), str(b), "-o", str(tmp_path / "ens")]) == 0
+    assert run_wsi_pipeline(monkeypatch, ["ensemble", str(a), str(b), "-o", str(tmp_path / "ens")]) == 0
     assert load_model(tmp_path / "ens").config.architecture == "ensemble"
     assert "2 members" in capsys.readouterr().out
-    code = _run_cli(monkeypatch, ["ensemble", str(a), str(tmp_path / "nope"), "-o", str(tmp_path / "bad")])
+    code = run_wsi_pipeline(
+        monkeypatch, ["ensemble", str(a), str(tmp_path / "nope"), "-o", str(tmp_path / "bad")]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("error: ") and "nope" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "bad").exists()

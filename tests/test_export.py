@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_wsi_pipeline
 from model_helpers import save_small_bn_model
 
 from wsi_pipeline.errors import ModelError, OptionError, OutputError
@@ -126,21 +126,10 @@ def test_wsinfer_config_accepts_loaded_model(tmp_path: Path) -> None:
     assert wsinfer_config(loaded)["wsi_pipeline"]["name"] == "small-test"
 
 
-def _run_cli(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> int:
-    from wsi_pipeline.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["wsi-pipeline", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 def test_cli_export_writes_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     model_dir = _save_small_model(tmp_path / "model")
     out = tmp_path / "export"
-    code = _run_cli(
+    code = run_wsi_pipeline(
         monkeypatch, ["export", "--format", "torchscript", "--model", str(model_dir), "-o", str(out)]
     )
     assert code == 0
@@ -149,7 +138,9 @@ def test_cli_export_writes_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_cli_missing_model_exits_nonzero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    code = _run_cli(monkeypatch, ["export", "--model", str(tmp_path / "nope"), "-o", str(tmp_path / "o")])
+    code = run_wsi_pipeline(
+        monkeypatch, ["export", "--model", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]
+    )
     assert code == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope" in err and "model folder not found" in err
@@ -157,7 +148,7 @@ def test_cli_missing_model_exits_nonzero(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_cli_unknown_format_exits_nonzero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    code = _run_cli(monkeypatch, ["export", "--format", "tflite", "-o", str(tmp_path / "o")])
+    code = run_wsi_pipeline(monkeypatch, ["export", "--format", "tflite", "-o", str(tmp_path / "o")])
     assert code == 2
     assert "--format" in capsys.readouterr().err
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import run_wsi_pipeline
 from PIL import Image
 
 from wsi_pipeline.cli.train import main as train_main
@@ -269,23 +270,18 @@ def test_study_model_with_centre_crop_32(dataset: Path, tmp_path: Path) -> None:
 def test_ensemble_records_metrics_on_the_members_validation_split(
     dataset: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    from wsi_pipeline.cli.main import main as pipeline_main
     from wsi_pipeline.data import load_arrays, open_patch_dataset, stratified_split
 
     def member(name: str, **extra) -> Path:
         cfg = TrainConfig.from_dict({**TINY, "epochs": 1, **extra})
         return train(dataset, cfg, tmp_path / name, progress=False).model_dir
 
-    def pipeline(args: list[str]) -> int:
-        monkeypatch.setattr(sys, "argv", ["wsi-pipeline", *args])
-        with pytest.raises(SystemExit) as exc:
-            pipeline_main()
-            raise SystemExit(0)
-        return int(exc.value.code or 0)
-
     a, b = member("a", seed=0, split_seed=3), member("b", seed=1, split_seed=3)
     out = tmp_path / "ens"
-    assert pipeline(["ensemble", str(a), str(b), "-o", str(out), "--data", str(dataset)]) == 0
+    assert (
+        run_wsi_pipeline(monkeypatch, ["ensemble", str(a), str(b), "-o", str(out), "--data", str(dataset)])
+        == 0
+    )
     ens = load_model(out)
     metrics = ens.config.metrics
     assert metrics["split"] == "validation" and metrics["n"] == 10
@@ -299,6 +295,9 @@ def test_ensemble_records_metrics_on_the_members_validation_split(
     # A member trained on another split is refused, and nothing is written.
     c = member("c", seed=1)
     bad = tmp_path / "bad"
-    assert pipeline(["ensemble", str(a), str(c), "-o", str(bad), "--data", str(dataset)]) == 1
+    assert (
+        run_wsi_pipeline(monkeypatch, ["ensemble", str(a), str(c), "-o", str(bad), "--data", str(dataset)])
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "differs" in err and not bad.exists()
