@@ -43,7 +43,7 @@ def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str, data: P
 
     Evaluate the result with `wsi-eval --model OUT`; use it with `wsi-infer --model OUT`.
     """
-    from wsi_pipeline.models import load_model, save_model
+    from wsi_pipeline.models import save_model
     from wsi_pipeline.models.ensemble import combine_models
 
     module, config = combine_models(list(models), name=name, require_same_split=data is not None)
@@ -58,7 +58,6 @@ def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str, data: P
         )
     save_model(out_dir, module, config)
     click.echo(f"wrote {out_dir} ({len(models)} members)")
-    load_model(out_dir)  # the folder loads as written
 
 
 def _register_optional_commands() -> None:

@@ -32,6 +32,8 @@ def validation_indices(config_data: dict[str, Any], labels: np.ndarray) -> np.nd
         raise DatasetError(
             f"recomputed validation split has {len(val_idx)} patches, config says {split['n_val']}"
         )
+    if "n_val_tumor" in split and int(np.asarray(labels)[val_idx].sum()) != int(split["n_val_tumor"]):
+        raise DatasetError("recomputed validation split has other labels than the model's config records")
     return val_idx
 
 
@@ -43,10 +45,6 @@ def validation_metrics(model: Any, data_path: Path | str, seed: int = 0) -> dict
     dataset = open_patch_dataset(data_path)
     val_idx = validation_indices(model.config.data, np.asarray(dataset.labels))
     images, labels = load_arrays(dataset, val_idx)
-    if "n_val_tumor" in model.config.data["split"] and int(labels.sum()) != int(
-        model.config.data["split"]["n_val_tumor"]
-    ):
-        raise DatasetError("recomputed validation split has other labels than the model's config records")
     metrics = binary_metrics(labels, model.predict_proba(images), seed=seed)
     metrics["split"] = "validation"
     return metrics

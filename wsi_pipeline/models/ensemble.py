@@ -85,7 +85,7 @@ def combine_models(
                     "include training patches"
                 )
     members = [{"architecture": m.config.architecture, "arch_kwargs": m.config.arch_kwargs} for m in loaded]
-    module = MeanLogitEnsemble([m.module.to(memory_format=torch.contiguous_format) for m in loaded])
+    module = MeanLogitEnsemble([m.module for m in loaded])
     config = ModelConfig(
         architecture="ensemble",
         arch_kwargs={"members": members},
