@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,28 +84,17 @@ def preprocess_patches(patches: torch.Tensor, config: ModelConfig) -> torch.Tens
 
 
 def save_model(directory: Path, module: nn.Module, config: ModelConfig) -> Path:
-    """Write weights + config into ``directory`` atomically (temp folder, then rename)."""
+    """Write weights + config into ``directory`` atomically (the slide outputs' temp-folder-then-rename
+    mechanism, :func:`wsi_pipeline.writers.atomic_output_dir`)."""
+    from wsi_pipeline.writers import atomic_output_dir, process_umask
+
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
+    with atomic_output_dir(directory.parent, directory.name) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILENAME))
+        # safetensors writes 0600; a model shared on a cluster should be as readable as any new file.
+        (tmp / WEIGHTS_FILENAME).chmod(0o666 & ~process_umask())
         config.save(tmp)
-        # mkdtemp makes 0700 (and some writers 0600): give the folder the permissions of any new one,
-        # so a model shared on a cluster is readable by whoever the umask allows.
-        from wsi_pipeline.writers import process_umask
-
-        umask = process_umask()
-        tmp.chmod(0o777 & ~umask)
-        for written in tmp.iterdir():
-            written.chmod(0o666 & ~umask)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
