@@ -11,6 +11,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("WSI_PIPELINE_TEST_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_patch_cache(tmp_path_factory) -> None:
+    """Patch caches built by tests go to a temporary folder, not the user's ~/.cache."""
+    os.environ["WSI_PIPELINE_CACHE"] = str(tmp_path_factory.mktemp("wsi-cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``; tests that need it skip with a reason when it is absent."""

@@ -18,7 +18,8 @@ from wsi_pipeline.cli.train import main as train_main
 from wsi_pipeline.errors import OptionError, OutputError, UnknownArchitectureError
 from wsi_pipeline.models import LoadedModel, load_model
 from wsi_pipeline.training.config import TrainConfig
-from wsi_pipeline.training.trainer import lr_at, train
+from wsi_pipeline.training.schedules import lr_at
+from wsi_pipeline.training.trainer import train
 
 TINY = {
     "model": "tiny_resnet",
@@ -33,6 +34,7 @@ TINY = {
     "crop_jitter": 4,
     "augment": {"dihedral": True, "hsv": True, "hed": True},
     "num_threads": 1,
+    "precision": "fp32",  # "auto" measures and may pick bf16 on one run and fp32 on the next
 }
 
 
@@ -91,7 +93,7 @@ def test_default_model_members_differ_only_in_seed_and_epochs() -> None:
 def test_learning_rate_decays() -> None:
     for schedule in ("exponential", "cosine", "onecycle"):
         cfg = TrainConfig(lr_schedule=schedule, epochs=5)
-        lrs = [lr_at(cfg, e, 0, 10) for e in range(1, 5)]
+        lrs = [lr_at(cfg.lr_schedule, cfg.lr, cfg.epochs, e, 0, 10, cfg.lr_decay) for e in range(1, 5)]
         assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False)), schedule
         assert max(lrs) <= cfg.lr
 
@@ -182,16 +184,69 @@ def test_resume_continues_from_the_last_checkpoint(dataset: Path, tmp_path: Path
     assert summary["epochs_run"] == 2
 
 
+@pytest.mark.parametrize("interrupt_in_epoch", [1, 2])
+def test_interrupted_run_resumes_to_the_uninterrupted_result(
+    dataset: Path, tmp_path: Path, monkeypatch, interrupt_in_epoch: int
+) -> None:
+    """Ctrl-C in epoch 1 (no checkpoint yet) or later: --resume finishes with the same weights."""
+    from wsi_pipeline.training import trainer
+
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 3})
+    full = train(dataset, cfg, tmp_path / "full", progress=False)
+    real, calls = trainer.train_epoch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == interrupt_in_epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(dataset, cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(trainer, "train_epoch", real)
+    with pytest.raises(OutputError, match="interrupted run; use --resume"):
+        train(dataset, cfg, tmp_path / "run", progress=False)
+    resumed = train(dataset, cfg, tmp_path / "run", resume=True, progress=False)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    a, b = load_model(full.model_dir).module.state_dict(), load_model(resumed.model_dir).module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # --overwrite starts again from scratch in the same folder
+    again = train(
+        dataset,
+        TrainConfig.from_dict({**TINY, "epochs": 1}),
+        tmp_path / "run",
+        overwrite=True,
+        progress=False,
+    )
+    assert again.epochs_run == 1 and (tmp_path / "run" / "model").is_dir()
+
+
+def test_diverging_run_stops_and_saves_no_model(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A learning rate that blows the weights up: a one-line error, exit 1, no model written."""
+    cfg_path = tmp_path / "boom.yaml"
+    cfg_path.write_text(yaml.safe_dump({**TINY, "lr": 1e30, "lr_schedule": "none", "epochs": 3}))
+    run = tmp_path / "run"
+    assert (
+        _cli(["--data", str(dataset), "--config", str(cfg_path), "-o", str(run), "--quiet"], monkeypatch) == 1
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diverged" in err[0]
+    assert not (run / "model").exists() and not (run / "checkpoints" / "best.pt").exists()
+
+
 def test_resume_without_checkpoint_is_refused(dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="nothing to resume"):
         train(dataset, TrainConfig.from_dict(TINY), tmp_path / "empty", resume=True, progress=False)
 
 
 def test_early_stopping_stops_when_validation_loss_stalls(dataset: Path, tmp_path: Path, monkeypatch) -> None:
-    from wsi_pipeline.training import trainer
+    from wsi_pipeline.training import validate
 
     # A model whose validation logits never change: epoch 1 is the best, then patience runs out.
-    monkeypatch.setattr(trainer, "predict_logits", lambda model, images, *a: torch.zeros(len(images)))
+    monkeypatch.setattr(
+        validate, "predict_logits", lambda model, images, *a: np.zeros(len(images), np.float32)
+    )
     cfg = TrainConfig.from_dict({**TINY, "epochs": 6, "early_stopping": 2, "augment": False})
     result = train(dataset, cfg, tmp_path / "run", progress=False)
     assert result.stopped_early and result.epochs_run == 3

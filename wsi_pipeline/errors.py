@@ -53,6 +53,15 @@ class DatasetError(WsiPipelineError):
     """A patch dataset is missing, malformed or inconsistent."""
 
 
+# --- training ---------------------------------------------------------------
+class TrainingError(WsiPipelineError):
+    """A training run cannot start, resume or finish."""
+
+
+class TrainingDivergedError(TrainingError):
+    """The loss or the weights became NaN or infinite."""
+
+
 # --- outputs / runs ---------------------------------------------------------
 class OutputError(WsiPipelineError):
     """An output location cannot be written."""

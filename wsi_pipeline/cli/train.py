@@ -35,7 +35,8 @@ from wsi_pipeline.errors import OptionError
     type=click.Path(path_type=Path),
     help="Run folder for checkpoints, logs, plots and the trained model.",
 )
-@click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --output after its last completed epoch.")
+@click.option("--overwrite", is_flag=True, help="Delete the run in --output and start again.")
 @click.option("--epochs", type=int, default=None)
 @click.option("--lr", type=float, default=None, help="Initial learning rate.")
 @click.option("--batch-size", type=int, default=None)
@@ -50,6 +51,13 @@ from wsi_pipeline.errors import OptionError
 @click.option("--max-patches", type=int, default=None, help="Train on a stratified sample of N patches.")
 @click.option("--device", default=None, help="auto (CUDA when present), cpu or cuda[:N].")
 @click.option("--threads", "num_threads", type=int, default=None, help="Torch CPU threads.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default=None,
+    help="auto: bf16 where the device has it natively and it measures faster, else fp32.",
+)
+@click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the network.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 def train_command(
     data_path: Path,
@@ -57,12 +65,14 @@ def train_command(
     config_path: Path | None,
     run_dir: Path,
     resume: bool,
+    overwrite: bool,
     quiet: bool,
     **options: Any,
 ) -> None:
     """Train a tumour/normal patch classifier; defaults reproduce the origin study."""
     from wsi_pipeline.training.config import TrainConfig
-    from wsi_pipeline.training.trainer import CONFIG_YAML, train
+    from wsi_pipeline.training.run_folder import CONFIG_YAML
+    from wsi_pipeline.training.trainer import train
 
     overrides: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
     if model is not None:
@@ -77,7 +87,10 @@ def train_command(
         config = TrainConfig.from_yaml(config_path, overrides)
     else:
         config = TrainConfig.from_dict(overrides, source="options")
-    result = train(data_path, config, run_dir, resume=resume, progress=not quiet)
+    echo = None if quiet else (lambda text: click.echo(text, err=True))
+    result = train(
+        data_path, config, run_dir, resume=resume, overwrite=overwrite, progress=not quiet, echo=echo
+    )
     m = result.metrics
     click.echo(
         f"model: {result.model_dir}  epochs: {result.epochs_run}"

@@ -31,6 +31,10 @@ class PatchDataset(ABC):
     def patch_size(self) -> int:
         return 96
 
+    def source_stats(self) -> list[tuple[str, int, int]]:
+        """``(path, size, mtime_ns)`` of the files the pixels come from (cache keys); none by default."""
+        return []
+
     def describe(self) -> dict:
         """Summary stored in the model config: size and class balance."""
         labels = self.labels

@@ -127,6 +127,16 @@ class ImageFileDataset(PatchDataset):
                 list(pool.map(work, range(len(idx)), chunksize=max(1, len(idx) // (4 * self.workers))))
         return out
 
+    def source_stats(self) -> list[tuple[str, int, int]]:
+        out = []
+        for path in self.paths:
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+            out.append((path, st.st_size, st.st_mtime_ns))
+        return out
+
     def check_headers(self, mode: str = "auto") -> int:
         """Check size/readability from file headers: ``"full"``, ``"sample"``, ``"none"`` or ``"auto"``.
 

@@ -6,6 +6,7 @@ loaded whole (one byte per patch). The published files are gzipped (``.h5.gz``) 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -117,6 +118,13 @@ class PCamH5Dataset(PatchDataset):
         if self._handle is None:
             self._handle = _open_h5(self.x_path)
         return self._handle[self._x_name]
+
+    def source_stats(self) -> list[tuple[str, int, int]]:
+        stats = [os.stat(p) for p in (self.x_path, self.y_path)]
+        return [
+            (str(p), st.st_size, st.st_mtime_ns)
+            for p, st in zip((self.x_path, self.y_path), stats, strict=True)
+        ]
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)

@@ -29,6 +29,9 @@ class SubsetDataset(PatchDataset):
     def read(self, indices: np.ndarray) -> np.ndarray:
         return self.base.read(self.indices[np.asarray(indices, dtype=np.int64)])
 
+    def source_stats(self) -> list[tuple[str, int, int]]:
+        return self.base.source_stats()
+
     def describe(self) -> dict:
         info = self.base.describe()
         info.update(super().describe())

@@ -63,12 +63,17 @@ class LoadedModel:
         return torch.cat(out).numpy()
 
 
-def preprocess_patches(patches: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """uint8 NHWC RGB -> float NCHW scaled to [0,1], stain-normalised (if configured), centre-cropped
-    and normalised."""
+def patches_to_float(patches: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC RGB (any device) -> float NCHW in [0, 1]."""
     if patches.ndim != 4 or patches.shape[-1] != 3:
         raise ModelError(f"expected patches of shape (N, H, W, 3), got {tuple(patches.shape)}")
-    x = patches.permute(0, 3, 1, 2).float().div_(255.0)
+    return patches.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def normalise_float(x: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """float NCHW in [0, 1] -> the network's input: stain-normalised (if configured), centre-cropped,
+    ``(x - mean) / std``, channels-last. Training applies it after augmentation, serving directly:
+    both go through this one function."""
     if config.stain_normalization:  # fitted at training time, applied to the whole patch
         from wsi_pipeline.training.stain import normalizer_from_dict
 
@@ -81,6 +86,11 @@ def preprocess_patches(patches: torch.Tensor, config: ModelConfig) -> torch.Tens
     mean = torch.tensor(config.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(config.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def preprocess_patches(patches: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """uint8 NHWC RGB -> the network's input (:func:`patches_to_float` then :func:`normalise_float`)."""
+    return normalise_float(patches_to_float(patches), config)
 
 
 def save_model(directory: Path, module: nn.Module, config: ModelConfig) -> Path:

@@ -45,4 +45,4 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 def _ensure_builtin_models() -> None:
     # Importing the module runs its @register_model decorators.
-    from wsi_pipeline.models import architectures, ensemble, reference_models  # noqa: F401
+    from wsi_pipeline.models import architectures, dense_cnn, ensemble, reference_models  # noqa: F401

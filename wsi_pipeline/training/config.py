@@ -10,9 +10,9 @@ import yaml
 
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.training.augment import AugmentSettings
+from wsi_pipeline.training.schedules import SCHEDULES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("exponential", "cosine", "onecycle", "none")
 STAIN_METHODS = ("macenko", "reinhard")
 SELECT_METRICS = ("val_loss", "val_auc")
 
@@ -59,6 +59,14 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = None
     eval_batch_size: int = 256
+    #: "auto" (bf16 where the device has it natively and it measures faster), "fp32" or "bf16".
+    precision: str = "auto"
+    #: Exponential moving average of the weights (0: off); the average is validated and shipped.
+    ema_decay: float = 0.0
+    #: Batch size on CUDA (None: ``batch_size``); the learning rate is scaled by sqrt(ratio).
+    cuda_batch_size: int | None = 1024
+    #: torch.compile the network (needs a C++ compiler on CPU; minutes of start-up).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
@@ -136,6 +144,16 @@ class TrainConfig:
                 "num_threads must be null or an integer >= 1",
             ),
             (_is_int(self.eval_batch_size) and self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+            (
+                self.precision in ("auto", "fp32", "bf16"),
+                f"precision must be auto, fp32 or bf16, got {self.precision!r}",
+            ),
+            (_is_num(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+            (
+                self.cuda_batch_size is None or (_is_int(self.cuda_batch_size) and self.cuda_batch_size >= 2),
+                "cuda_batch_size must be null or an integer >= 2",
+            ),
+            (isinstance(self.compile, bool), "compile must be true or false"),
         ]
         for ok, message in checks:
             if not ok:

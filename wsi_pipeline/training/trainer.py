@@ -1,51 +1,45 @@
-"""The training loop behind ``wsi-train``: in-memory data, seeded split, checkpoints, logs, plots."""
+"""``train()``: the run behind ``wsi-train``, as a sequence of the training stages.
+
+data (:mod:`.data`: decode-once cache, split, statistics) -> network, optimiser and precision ->
+epochs (:mod:`.loop`: augmented batches from :mod:`.batches`) with validation (:mod:`.validate`),
+checkpoints and logs (:mod:`.run_folder`, :mod:`.state`) -> the best model saved with its typed
+config. An interrupted run resumes from its last completed epoch.
+"""
 
 from __future__ import annotations
 
-import csv
+import copy
 import dataclasses
-import json
-import math
 import os
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from wsi_pipeline.devices import resolve_device
-from wsi_pipeline.errors import DatasetError, OptionError, OutputError
-from wsi_pipeline.evaluation.metrics import roc_auc
+from wsi_pipeline.errors import DatasetError, OptionError, TrainingError
 from wsi_pipeline.models.config import ModelConfig
-from wsi_pipeline.models.io import preprocess_patches, save_model
+from wsi_pipeline.models.io import save_model
 from wsi_pipeline.models.registry import create_model
-from wsi_pipeline.training.augment import Augmenter, random_crop_nhwc
+from wsi_pipeline.precision import Precision, choose_precision
+from wsi_pipeline.training.batches import BatchStream, BatchTransform, gpu_resident
 from wsi_pipeline.training.config import TrainConfig
-from wsi_pipeline.training.metrics import binary_metrics
+from wsi_pipeline.training.data import TrainData, prepare_data
+from wsi_pipeline.training.loop import WeightAverage, bce, check_finite, train_epoch
+from wsi_pipeline.training.run_folder import BEST_CKPT, LAST_CKPT, LAST_MODEL_DIR, MODEL_DIR, RunFolder
+from wsi_pipeline.training.schedules import lr_at, scaled_lr
+from wsi_pipeline.training.state import RunState, checkpoint, restore
+from wsi_pipeline.training.validate import epoch_row, final_metrics
 
-CHECKPOINT_DIR = "checkpoints"
-LAST_CKPT = "last.pt"
-BEST_CKPT = "best.pt"
-LOG_CSV = "log.csv"
-CONFIG_YAML = "train_config.yaml"
-LOG_FIELDS = [
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_auc",
-    "seconds",
-    "images_per_s",
-]
+Echo = Callable[[str], None]
+#: Plots are redrawn every this many epochs (and at the end); log.csv after every epoch.
+PLOT_EVERY = 10
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
     """Where the artefacts are and what the best model scored on the validation split."""
 
@@ -57,139 +51,32 @@ class TrainResult:
     stopped_early: bool
 
 
-def lr_at(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """Learning rate for ``step`` of ``epoch`` (0-based) under the configured schedule."""
-    progress = (epoch + step / max(1, steps_per_epoch)) / config.epochs
-    if config.lr_schedule == "exponential":
-        return config.lr * config.lr_decay**epoch
-    if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    if config.lr_schedule == "onecycle":
-        warm = 0.15
-        if progress < warm:
-            return config.lr * (0.04 + 0.96 * progress / warm)
-        return config.lr * (0.002 + 0.998 * 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm))))
-    return config.lr
-
-
-def _arch_kwargs(config: TrainConfig) -> dict[str, Any]:
-    """The model's arguments; architectures with an ``input_size`` argument (``seed_cnn``) get the
+def build_model(config: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """The untrained network and its arguments; a bad name or argument is an :class:`OptionError`
+    before any data is read. Architectures with an ``input_size`` argument (``seed_cnn``) get the
     centre-crop size unless it is set explicitly."""
     kwargs = dict(config.model_kwargs)
-    if config.center_crop and "input_size" not in kwargs:
-        try:
-            create_model(config.model, input_size=config.center_crop, **kwargs)
-        except TypeError:
-            return kwargs
-        kwargs["input_size"] = config.center_crop
-    return kwargs
-
-
-def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
-    )
-
-
-def _load_data(data_path: Path, config: TrainConfig, progress: bool) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Open the dataset, optionally sample / drop outliers, and read it into memory."""
-    from wsi_pipeline.data import load_arrays, open_patch_dataset, stratified_sample
-
-    dataset = open_patch_dataset(data_path)
-    summary: dict[str, Any] = {"path": str(data_path), **dataset.describe()}
-    indices = np.arange(len(dataset), dtype=np.int64)
-    if config.max_patches is not None and config.max_patches < len(dataset):
-        indices = stratified_sample(dataset.labels, config.max_patches, seed=config.seed)
-        summary["sampled"] = int(len(indices))
-    if config.remove_outliers:
-        from wsi_pipeline.data.outliers import find_outliers
-
-        report = find_outliers(dataset, indices=indices, progress=progress)
-        summary["outliers"] = report.summary()
-        indices = report.keep
-    images, labels = load_arrays(dataset, indices, progress=progress)
-    if len(np.unique(labels)) < 2:
-        raise DatasetError(
-            f"{data_path}: training needs both classes, found only label(s) {np.unique(labels)}"
-        )
-    return images, labels, summary
-
-
-def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    sums = torch.zeros(3, dtype=torch.float64)
-    sq = torch.zeros(3, dtype=torch.float64)
-    count = 0
-    for start in range(0, len(images), 1024):
-        x = images[start : start + 1024].to(torch.float64).div_(255.0).reshape(-1, 3)
-        sums += x.sum(0)
-        sq += (x * x).sum(0)
-        count += len(x)
-    mean = sums / count
-    std = (sq / count - mean * mean).clamp_min(1e-8).sqrt()
-    return [round(float(v), 5) for v in mean], [round(float(v), 5) for v in std]
-
-
-@torch.inference_mode()
-def predict_logits(
-    model: nn.Module, images: torch.Tensor, mcfg: ModelConfig, device: torch.device, batch_size: int
-) -> torch.Tensor:
-    """Logits for uint8 NHWC images (already stain-normalised) with the inference preprocessing."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = preprocess_patches(images[start : start + batch_size].to(device), mcfg)
-        out.append(model(batch).float().reshape(-1).cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-def _bce(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
-    if smoothing:
-        targets = targets * (1 - smoothing) + 0.5 * smoothing
-    return nn.functional.binary_cross_entropy_with_logits(logits, targets)
-
-
-def _write_plots(run_dir: Path, history: list[dict[str, float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    for name, keys, ylabel in (
-        ("loss.png", ("train_loss", "val_loss"), "binary cross-entropy"),
-        ("accuracy.png", ("train_acc", "val_acc", "val_auc"), "accuracy / AUC"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key in keys:
-            ax.plot(epochs, [h[key] for h in history], marker="o", label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(run_dir / name, dpi=100)
-        plt.close(fig)
-
-
-def _prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
-    ckpt = run_dir / CHECKPOINT_DIR / LAST_CKPT
-    if resume:
-        if not ckpt.is_file():
-            raise OutputError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST_CKPT})")
-        return ckpt
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise OutputError(f"{run_dir}: run folder exists and is not empty (use --resume or another -o)")
     try:
-        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{run_dir}: cannot create run folder: {exc}") from exc
-    return None
+        if config.center_crop and "input_size" not in kwargs:
+            try:
+                sized = {**kwargs, "input_size": config.center_crop}
+                return create_model(config.model, **sized), sized
+            except TypeError:
+                pass
+        return create_model(config.model, **kwargs), kwargs
+    except (TypeError, ValueError) as exc:
+        raise OptionError(
+            f"model_kwargs {config.model_kwargs} do not fit model {config.model!r}: {exc}"
+        ) from None
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    params, decay = model.parameters(), config.weight_decay
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=decay)
 
 
 def train(
@@ -197,238 +84,199 @@ def train(
     config: TrainConfig,
     run_dir: Path | str,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
+    echo: Echo | None = None,
+    cache_root: Path | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on the patch dataset at ``data_path``; artefacts go to ``run_dir``:
-
-    ``model/`` (best weights + config, the model to ship), ``last/``, ``checkpoints/{last,best}.pt``
-    (resumable), ``log.csv``, ``loss.png``, ``accuracy.png``, ``train_config.yaml``, ``summary.json``.
-    """
-    from tqdm import tqdm
-
-    data_path, run_dir = Path(data_path), Path(run_dir)
+    ``model/`` (best weights + config: the model to ship), ``last/``, ``checkpoints/{last,best}.pt``,
+    ``log.csv``, ``loss.png``, ``accuracy.png``, ``train_config.yaml``, ``summary.json``."""
+    data_path = Path(data_path)
+    say = echo or (lambda text: None)
     config.validate()
     if not data_path.exists():
         raise DatasetError(f"{data_path}: dataset path not found")
-    torch.manual_seed(config.seed)  # seeds the weight initialisation and dropout
-    try:  # unknown names and bad arguments fail before any data is loaded
-        arch_kwargs = _arch_kwargs(config)
-        model = create_model(config.model, **arch_kwargs)
-    except (TypeError, ValueError) as exc:
-        raise OptionError(
-            f"model_kwargs {config.model_kwargs} do not fit model {config.model!r}: {exc}"
-        ) from None
-    ckpt_path = _prepare_run_dir(run_dir, resume)
+    torch.manual_seed(config.seed)  # weight initialisation and dropout
+    model, arch_kwargs = build_model(config)
+    folder = RunFolder(run_dir)
+    saved = folder.prepare(resume, overwrite)
+    folder.write_config(config.to_dict())
     device = resolve_device(config.device)
     torch.set_num_threads(config.num_threads or max(1, min(4, os.cpu_count() or 1)))
-    (run_dir / CONFIG_YAML).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-    images_np, labels_np, data_summary = _load_data(data_path, config, progress)
-    from wsi_pipeline.data import stratified_split
-
-    split_seed = config.seed if config.split_seed is None else config.split_seed
-    train_idx, val_idx = stratified_split(labels_np, config.val_fraction, seed=split_seed)
-    stain_params = None
-    if config.stain_normalization:
-        from wsi_pipeline.training.stain import fit_normalizer
-
-        normalizer = fit_normalizer(config.stain_normalization, images_np[train_idx], seed=config.seed)
-        images_np = normalizer.normalize_uint8(images_np)
-        stain_params = normalizer.to_dict()
-    images = torch.from_numpy(images_np)
-    labels = torch.from_numpy(labels_np.astype(np.float32))
-    train_idx_t = torch.from_numpy(train_idx)
-    val_images, val_labels = images[val_idx], labels_np[val_idx]
-    mean, std = (
-        _channel_stats(images[train_idx_t]) if config.input_norm == "dataset" else ([0.0] * 3, [1.0] * 3)
-    )
-    data_summary.update(
-        {
-            "split": {
-                "method": "stratified_split",
-                "val_fraction": config.val_fraction,
-                "seed": split_seed,
-                "n_train": int(len(train_idx)),
-                "n_val": int(len(val_idx)),
-                "n_val_tumor": int(val_labels.sum()),
-            },
-        }
-    )
+    data = prepare_data(data_path, config, cache_root=cache_root, progress=progress)
     mcfg = ModelConfig(
         architecture=config.model,
         arch_kwargs=arch_kwargs,
-        name=run_dir.name,
+        name=folder.path.name,
         center_crop=config.center_crop,
-        mean=mean,
-        std=std,
-        stain_normalization=stain_params,
-        data=data_summary,
+        mean=data.mean,
+        std=data.std,
+        stain_normalization=data.stain,
+        data=data.summary,
         training=config.to_dict(),
     )
-    eval_cfg = dataclasses.replace(mcfg, stain_normalization=None)  # images are already normalised
-
-    model.to(device)
-    optimizer = _make_optimizer(config, model)
-    history: list[dict[str, float]] = []
-    start_epoch, bad_epochs = 0, 0
-    best_score = math.inf
-    if ckpt_path is not None:
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, bad_epochs, best_score = state["epoch"], state["bad_epochs"], state["best_score"]
-        history = state["history"]
-        if state.get("split_n_val") != len(val_idx):
-            raise OutputError(f"{run_dir}: checkpoint was made with a different data split; cannot resume")
-
-    steps = math.ceil(len(train_idx) / config.batch_size)
-    stopped_early = False
-    crop = config.center_crop
-    for epoch in range(start_epoch, config.epochs):
-        if config.early_stopping and bad_epochs >= config.early_stopping:
-            stopped_early = True
-            break
-        t0 = time.perf_counter()
-        model.train()
-        order = train_idx_t[
-            torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(len(train_idx)))
-        ]
-        augmenter = Augmenter(config.augment, seed=config.seed * 1000 + epoch)
-        crop_gen = torch.Generator().manual_seed(config.seed * 1000 + epoch + 7)
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(
-            range(steps),
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            unit="batch",
-            disable=not progress,
-            mininterval=2.0,
-            leave=False,
+    model.to(device).to(memory_format=torch.channels_last)
+    batch_size, lr = config.batch_size, config.lr
+    if device.type == "cuda" and config.cuda_batch_size:
+        batch_size, lr = (
+            config.cuda_batch_size,
+            scaled_lr(config.lr, config.batch_size, config.cuda_batch_size),
         )
-        for step in bar:
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            if len(idx) < 2:
-                continue
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(config, epoch, step, steps)
-            xb = images[idx]
-            if crop:
-                xb = random_crop_nhwc(xb, crop, config.crop_jitter, crop_gen)
-            xb = xb.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-            xb = xb.contiguous()  # plain NCHW: channels-last batches crash conv backward on some CPU builds
-            xb = augmenter(xb)
-            xb = (xb - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(
-                std, device=device
-            ).view(1, 3, 1, 1)
-            yb = labels[idx].to(device)
-            logits = model(xb).reshape(-1)
-            loss = _bce(logits, yb, config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int(((logits.detach() > 0).float() == yb).sum())
-            seen += len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False)
-        bar.close()
-        train_seconds = time.perf_counter() - t0
-        val_logits = predict_logits(model, val_images, eval_cfg, device, config.eval_batch_size)
-        val_loss = float(_bce(val_logits, torch.from_numpy(val_labels.astype(np.float32)), 0.0))
-        val_prob = torch.sigmoid(val_logits).numpy()
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr_at(config, epoch, steps - 1, steps),
-            "train_loss": loss_sum / max(1, seen),
-            "train_acc": correct / max(1, seen),
-            "val_loss": val_loss,
-            "val_acc": float(((val_prob >= 0.5) == val_labels).mean()),
-            "val_auc": roc_auc(val_labels, val_prob),
-            "seconds": time.perf_counter() - t0,
-            "images_per_s": seen / max(train_seconds, 1e-9),
-        }
-        history.append(row)
-        score = val_loss if config.select_metric == "val_loss" else -row["val_auc"]
-        improved = score < best_score
-        if improved:
-            best_score, bad_epochs = score, 0
-        else:
-            bad_epochs += 1
-        if progress:
-            tqdm.write(
-                " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-                + (" *" if improved else "")
-            )
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch + 1,
-            "bad_epochs": bad_epochs,
-            "best_score": best_score,
-            "history": history,
-            "split_n_val": int(len(val_idx)),
-        }
-        _atomic_torch_save(state, run_dir / CHECKPOINT_DIR / LAST_CKPT)
-        if improved:
-            _atomic_torch_save(
-                {"model": model.state_dict(), "epoch": epoch + 1}, run_dir / CHECKPOINT_DIR / BEST_CKPT
-            )
-        _write_log(run_dir / LOG_CSV, history)
-        _write_plots(run_dir, history)
+    resident = gpu_resident(data.images, device)
+    stream = BatchStream(data.images, data.labels, data.train_rows, batch_size, device, config.seed, resident)
+    optimizer = make_optimizer(config, model, lr)
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    state = RunState()
+    if saved is not None:
+        state, precision = restore(saved, model, optimizer, average, len(data.val_rows))
     else:
-        stopped_early = bool(
-            config.early_stopping and bad_epochs >= config.early_stopping and len(history) < config.epochs
-        )
-
-    save_model(run_dir / "last", model, dataclasses.replace(mcfg, metrics={"epoch": len(history)}))
-    if not (run_dir / CHECKPOINT_DIR / BEST_CKPT).is_file():
-        raise OutputError(f"{run_dir}: training diverged (validation loss was never finite); lower --lr")
-    best = torch.load(run_dir / CHECKPOINT_DIR / BEST_CKPT, map_location=device, weights_only=True)
-    model.load_state_dict(best["model"])
-    val_prob = torch.sigmoid(
-        predict_logits(model, val_images, eval_cfg, device, config.eval_batch_size)
-    ).numpy()
-    metrics = binary_metrics(val_labels, val_prob, seed=config.seed)
-    metrics.update({"split": "validation", "best_epoch": int(best["epoch"])})
-    total_seconds = float(sum(h["seconds"] for h in history))
-    final_cfg = dataclasses.replace(
-        mcfg,
-        metrics=metrics,
-        training={
-            **config.to_dict(),
-            "epochs_run": len(history),
-            "best_epoch": int(best["epoch"]),
-            "stopped_early": stopped_early,
-            "train_seconds": round(total_seconds, 1),
-            "device": str(device),
-            "torch_threads": torch.get_num_threads(),
-            "torch_version": torch.__version__,
-        },
+        precision = _measure_precision(config, model, stream, mcfg)
+    say(
+        f"training {config.model}: {len(data.train_rows)} train / {len(data.val_rows)} validation patches "
+        f"({int(data.val_labels.sum())} tumour), device {device}, precision {precision.name} "
+        f"({precision.reason}), batch {batch_size}{', data on the GPU' if resident is not None else ''}, "
+        f"{config.epochs} epochs" + (f", resuming after epoch {state.epoch}" if saved is not None else "")
     )
-    model_dir = save_model(run_dir / "model", model, final_cfg)
-    (run_dir / "summary.json").write_text(
-        json.dumps(
-            {
-                "metrics": metrics,
-                "epochs_run": len(history),
-                "stopped_early": stopped_early,
-                "train_seconds": total_seconds,
-                "history": history,
-            },
-            indent=2,
+    runner: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
+    judged = average.model if average is not None else model
+    for epoch in range(state.epoch, config.epochs):
+        if config.early_stopping and state.bad_epochs >= config.early_stopping:
+            state.stopped_early = True
+            break
+        result = _run_epoch(runner, optimizer, stream, mcfg, config, lr, epoch, precision, average, progress)
+        check_finite(model, f"after epoch {epoch + 1}")
+        lr_end = lr_at(
+            config.lr_schedule, lr, config.epochs, epoch, stream.steps - 1, stream.steps, config.lr_decay
         )
-        + "\n"
+        row = epoch_row(judged, data, mcfg, device, precision, config.eval_batch_size, epoch, result, lr_end)
+        improved = state.record(
+            row, row["val_loss"] if config.select_metric == "val_loss" else -row["val_auc"]
+        )
+        say(
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+            + (" *" if improved else "")
+        )
+        folder.save(LAST_CKPT, checkpoint(state, model, optimizer, average, precision, len(data.val_rows)))
+        if improved:
+            folder.save(BEST_CKPT, {"model": judged.state_dict(), "epoch": epoch + 1})
+        folder.write_log(state.history)
+        if state.epoch % PLOT_EVERY == 0:
+            folder.write_plots(state.history)
+    else:
+        state.stopped_early = bool(
+            config.early_stopping
+            and state.bad_epochs >= config.early_stopping
+            and len(state.history) < config.epochs
+        )
+    return _finish(folder, judged, data, mcfg, device, precision, config, state)
+
+
+def _run_epoch(
+    runner: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    stream: BatchStream,
+    mcfg: ModelConfig,
+    config: TrainConfig,
+    lr: float,
+    epoch: int,
+    precision: Precision,
+    average: WeightAverage | None,
+    progress: bool,
+) -> Any:
+    transform = BatchTransform(mcfg, config.augment, config.crop_jitter, config.seed, epoch)
+    steps = stream.steps
+
+    def lr_at_step(step: int) -> float:
+        return lr_at(config.lr_schedule, lr, config.epochs, epoch, step, steps, config.lr_decay)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", mininterval=2.0, leave=False
+        )
+    try:
+        return train_epoch(
+            runner,
+            optimizer,
+            stream,
+            transform,
+            epoch,
+            lr_at_step,
+            precision,
+            config.label_smoothing,
+            average,
+            on_step=(lambda n: bar.update(1)) if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _measure_precision(
+    config: TrainConfig, model: nn.Module, stream: BatchStream, mcfg: ModelConfig
+) -> Precision:
+    """fp32 or bf16 for this machine, timed on a real training step of a copy of the model."""
+    probe = copy.deepcopy(model).train()
+    patches, targets = next(stream.epoch(0))
+    inputs = BatchTransform(mcfg, config.augment, config.crop_jitter, config.seed, 0)(patches)
+
+    def step(precision: Precision) -> None:
+        with precision.autocast(stream.device):
+            loss = bce(probe(inputs).float().reshape(-1), targets)
+        loss.backward()
+        probe.zero_grad(set_to_none=True)
+
+    return choose_precision(config.precision, stream.device, step)
+
+
+def _finish(
+    folder: RunFolder,
+    judged: nn.Module,
+    data: TrainData,
+    mcfg: ModelConfig,
+    device: torch.device,
+    precision: Precision,
+    config: TrainConfig,
+    state: RunState,
+) -> TrainResult:
+    """Save ``last/``, reload the best epoch, score it and save ``model/`` and the summary."""
+    save_model(
+        folder.path / LAST_MODEL_DIR, judged, dataclasses.replace(mcfg, metrics={"epoch": len(state.history)})
     )
-    return TrainResult(run_dir, model_dir, history, metrics, len(history), stopped_early)
-
-
-def _atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_log(path: Path, history: list[dict[str, float]]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    if not folder.has(BEST_CKPT):
+        raise TrainingError(f"{folder.path}: no epoch finished with a finite validation loss; lower --lr")
+    best = folder.load(BEST_CKPT)
+    judged.load_state_dict(best["model"])
+    metrics = final_metrics(judged, data, mcfg, device, precision, config.eval_batch_size, config.seed)
+    metrics["best_epoch"] = int(best["epoch"])
+    seconds = float(sum(h["seconds"] for h in state.history))
+    training = {
+        **config.to_dict(),
+        "epochs_run": len(state.history),
+        "best_epoch": int(best["epoch"]),
+        "stopped_early": state.stopped_early,
+        "train_seconds": round(seconds, 1),
+        "device": str(device),
+        **precision.as_dict(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+    }
+    final = dataclasses.replace(mcfg, metrics=metrics, training=training)
+    model_dir = save_model(folder.path / MODEL_DIR, judged, final)
+    folder.write_plots(state.history)
+    folder.write_summary(
+        {
+            "metrics": metrics,
+            "epochs_run": len(state.history),
+            "stopped_early": state.stopped_early,
+            "train_seconds": seconds,
+            **precision.as_dict(),
+            "history": state.history,
+        }
+    )
+    return TrainResult(
+        folder.path, model_dir, state.history, metrics, len(state.history), state.stopped_early
+    )

@@ -1,0 +1,231 @@
+"""``dense_cnn``: a patch classifier that also runs fully convolutionally over whole regions.
+
+Every layer is a valid (unpadded) convolution or a 2x2 max pool, sized so that the receptive
+field of the single output is exactly the 96 px patch and every pooling window of a tile lines
+up with the windows of its neighbours 16 px away. Run on a region of ``(rows - 1) * 16 + 96``
+px it therefore returns, in one pass, the logit of every 96 px tile at a 16 px step, identical
+(up to float rounding) to scoring the tiles one by one; coarser steps that are multiples of 16
+are read off that map. Layers (``widths = (w0, ..., w4)``, sizes for one 96 px tile):
+
+    stem   2x2 conv, stride 2        96 -> 48     w0
+    s2     3x3 conv, 3x3 conv, pool  48 -> 22     w1
+    s4     3x3 conv, pool            22 -> 10     w2
+    s8     3 x 3x3 conv, pool        10 -> 2      w3
+    head   2x2 conv (a dense layer over the 2x2 map), dropout, 1x1 conv -> 1 logit
+
+``group="d4"`` makes the network invariant to the 8 rotations/flips of the patch by
+construction (P4M group convolutions with tied weights, Cohen & Welling 2016; on PCam:
+Veeling et al. 2018): each ``w`` then counts orientation-channel groups of 8. For inference it
+is turned into the equivalent plain network of standard convolutions (:meth:`inference_copy`),
+which the engine folds and runs like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsi_pipeline.d4 import D4_INVERSE, D4_PRODUCT, dihedral
+from wsi_pipeline.models.registry import register_model
+
+#: Input side the network is built for, and the step between tiles of one dense pass.
+DENSE_TILE = 96
+DENSE_STRIDE = 16
+GROUP_ORDER = 8
+
+
+def _layer_plan(widths: Sequence[int]) -> list[tuple[str, int, int, int]]:
+    """``(kind, c_in, c_out, kernel)`` for every conv (kind 'conv') and pool (kind 'pool')."""
+    w0, w1, w2, w3, w4 = (int(w) for w in widths)
+    return [
+        ("stem", 3, w0, 2),
+        ("conv", w0, w1, 3),
+        ("conv", w1, w1, 3),
+        ("pool", 0, 0, 2),
+        ("conv", w1, w2, 3),
+        ("pool", 0, 0, 2),
+        ("conv", w2, w3, 3),
+        ("conv", w3, w3, 3),
+        ("conv", w3, w3, 3),
+        ("pool", 0, 0, 2),
+        ("conv", w3, w4, 2),
+    ]
+
+
+class DenseCNN(nn.Module):
+    """See the module docstring. ``forward`` maps ``(N, 3, 96 + 16k, 96 + 16m)`` to logits
+    ``(N, 1, k + 1, m + 1)``; for single tiles that is ``(N, 1, 1, 1)``."""
+
+    dense_tile = DENSE_TILE
+    dense_stride = DENSE_STRIDE
+
+    def __init__(self, widths: Sequence[int], dropout: float, group: str) -> None:
+        super().__init__()
+        if len(widths) != 5 or any(int(w) < 1 for w in widths):
+            raise ValueError(f"dense_cnn needs 5 positive widths, got {list(widths)}")
+        if group not in ("none", "d4"):
+            raise ValueError(f"dense_cnn group must be 'none' or 'd4', got {group!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.group = group
+        layers: list[nn.Module] = []
+        for kind, c_in, c_out, k in _layer_plan(widths):
+            if kind == "pool":
+                layers.append(nn.MaxPool2d(2))
+                continue
+            stride = 2 if kind == "stem" else 1
+            if group == "d4":
+                conv: nn.Module = (
+                    LiftConv(c_in, c_out, k, stride) if kind == "stem" else GroupConv(c_in, c_out, k)
+                )
+                layers += [conv, GroupBatchNorm(c_out), nn.ReLU(inplace=True)]
+            else:
+                layers += [
+                    nn.Conv2d(c_in, c_out, k, stride=stride, bias=False),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(inplace=True),
+                ]
+                nn.init.kaiming_normal_(layers[-3].weight, mode="fan_out", nonlinearity="relu")
+        if group == "d4":
+            layers.append(GroupPool())
+        layers += [nn.Dropout(float(dropout)), nn.Conv2d(int(widths[4]), 1, 1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    def inference_copy(self) -> nn.Module:
+        """An equivalent network of standard layers in eval mode (group weights expanded)."""
+        return _PlainDense(plain_layers(self.layers)).eval()
+
+
+class _PlainDense(nn.Module):
+    dense_tile = DENSE_TILE
+    dense_stride = DENSE_STRIDE
+
+    def __init__(self, layers: nn.Sequential) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+# --- D4 group layers ---------------------------------------------------------------------
+class LiftConv(nn.Module):
+    """Image -> orientation channels: output channel ``o * 8 + g`` is ``conv(x, T_g W[o])``."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(c_out, c_in, k, k))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        self.stride = stride
+
+    def full_weight(self) -> torch.Tensor:
+        views = torch.stack([dihedral(self.weight, g) for g in range(GROUP_ORDER)], 1)
+        return views.reshape(-1, *self.weight.shape[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.full_weight(), stride=self.stride)
+
+
+class GroupConv(nn.Module):
+    """Orientation channels -> orientation channels with tied weights:
+    ``out[o, g] = sum_{i, h} conv(f[i, h], T_g W[o, i, g^-1 h])`` (equivariant to D4)."""
+
+    def __init__(self, c_in: int, c_out: int, k: int) -> None:
+        super().__init__()
+        # stored 4-D, (out, in x orientation, k, k), so the module converts to channels-last
+        self.weight = nn.Parameter(torch.empty(c_out, c_in * GROUP_ORDER, k, k))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        perms = [[D4_PRODUCT[D4_INVERSE[g]][h] for h in range(GROUP_ORDER)] for g in range(GROUP_ORDER)]
+        self.register_buffer("perms", torch.tensor(perms), persistent=False)
+
+    def full_weight(self) -> torch.Tensor:
+        o, i8, k, _ = self.weight.shape
+        i = i8 // GROUP_ORDER
+        weight = self.weight.reshape(o, i, GROUP_ORDER, k, k)
+        views = [dihedral(weight[:, :, self.perms[g]], g) for g in range(GROUP_ORDER)]
+        return torch.stack(views, 1).reshape(o * GROUP_ORDER, i * GROUP_ORDER, k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.full_weight())
+
+
+class GroupBatchNorm(nn.Module):
+    """Batch norm whose statistics and affine parameters are shared by a channel's 8 orientations."""
+
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.channels, self.momentum, self.eps = channels, momentum, eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def expanded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Running mean, running var, weight and bias repeated for every orientation channel."""
+        return tuple(  # type: ignore[return-value]
+            t.repeat_interleave(GROUP_ORDER)
+            for t in (self.running_mean, self.running_var, self.weight, self.bias)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            mean, var, weight, bias = self.expanded()
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+        xf = x.float()
+        mean = xf.mean((0, 2, 3)).view(self.channels, GROUP_ORDER).mean(1)
+        sq = (xf * xf).mean((0, 2, 3)).view(self.channels, GROUP_ORDER).mean(1)
+        var = (sq - mean * mean).clamp_min(0.0)
+        with torch.no_grad():
+            n = x.numel() / self.channels
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * n / max(n - 1.0, 1.0), self.momentum)
+        inv = self.weight / torch.sqrt(var + self.eps)
+        scale = inv.repeat_interleave(GROUP_ORDER).view(1, -1, 1, 1)
+        shift = (self.bias - mean * inv).repeat_interleave(GROUP_ORDER).view(1, -1, 1, 1)
+        return x * scale.to(x.dtype) + shift.to(x.dtype)
+
+
+class GroupPool(nn.Module):
+    """Mean over the 8 orientations of each channel: invariant features ``(N, C, H, W)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c8, h, w = x.shape
+        return x.reshape(n, c8 // GROUP_ORDER, GROUP_ORDER, h, w).mean(2)
+
+
+def plain_layers(layers: nn.Sequential) -> nn.Sequential:
+    """The same computation with group layers replaced by standard Conv2d / BatchNorm2d."""
+    out: list[nn.Module] = []
+    for layer in layers:
+        if isinstance(layer, (LiftConv, GroupConv)):
+            weight = layer.full_weight().detach()
+            stride = getattr(layer, "stride", 1)
+            conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], stride=stride, bias=False)
+            conv.weight.data.copy_(weight)
+            out.append(conv)
+        elif isinstance(layer, GroupBatchNorm):
+            mean, var, weight, bias = (t.detach() for t in layer.expanded())
+            bn = nn.BatchNorm2d(len(mean), eps=layer.eps)
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            bn.weight.data.copy_(weight)
+            bn.bias.data.copy_(bias)
+            out.append(bn)
+        else:
+            out.append(layer)
+    return nn.Sequential(*out).to(next(layers.parameters()).device)
+
+
+@register_model("dense_cnn")
+def dense_cnn(
+    widths: Sequence[int] = (32, 48, 96, 192, 256), dropout: float = 0.3, group: str = "none"
+) -> nn.Module:
+    """Dense-capable CNN for 96 px patches (see the module docstring): ~230 MFLOP per tile at the
+    default widths; ``group="d4"`` for rotation/flip invariance (widths count groups of 8)."""
+    return DenseCNN(tuple(int(w) for w in widths), dropout, group)
