@@ -1,0 +1,47 @@
+"""The 8 symmetries of the square (the dihedral group D4) on torch tensors: the one implementation
+behind training augmentation and test-time augmentation.
+
+View ``k`` (0..7) rotates by ``k % 4`` quarter turns, then flips left-right when ``k >= 4``. ``dims``
+names the (height, width) axes: ``(-2, -1)`` for NCHW batches (the default), ``(1, 2)`` for NHWC.
+"""
+
+from __future__ import annotations
+
+import torch
+
+N_VIEWS = 8
+Dims = tuple[int, int]
+NCHW: Dims = (-2, -1)
+NHWC: Dims = (1, 2)
+
+
+def _check(k: int) -> None:
+    if not 0 <= k < N_VIEWS:
+        raise ValueError(f"dihedral index must be in 0..7, got {k}")
+
+
+def dihedral(x: torch.Tensor, k: int, dims: Dims = NCHW) -> torch.Tensor:
+    """View ``k`` of ``x``: rotate by ``k % 4`` quarter turns, then flip left-right when ``k >= 4``."""
+    _check(k)
+    out = torch.rot90(x, k % 4, dims=dims)
+    return torch.flip(out, dims=(dims[1],)) if k >= 4 else out
+
+
+def inverse_dihedral(x: torch.Tensor, k: int, dims: Dims = NCHW) -> torch.Tensor:
+    """Undo :func:`dihedral` with the same ``k``."""
+    _check(k)
+    out = torch.flip(x, dims=(dims[1],)) if k >= 4 else x
+    return torch.rot90(out, -(k % 4), dims=dims)
+
+
+def random_dihedral(
+    x: torch.Tensor, generator: torch.Generator | None = None, dims: Dims = NCHW
+) -> torch.Tensor:
+    """An independent random view of each sample of a batch of squares."""
+    ks = torch.randint(0, N_VIEWS, (x.shape[0],), generator=generator, device="cpu")
+    out = torch.empty_like(x)
+    for k in range(N_VIEWS):
+        idx = (ks == k).nonzero().flatten().to(x.device)
+        if len(idx):
+            out[idx] = dihedral(x[idx], k, dims)
+    return out
