@@ -7,11 +7,10 @@ import threading
 import numpy as np
 import pytest
 import torch
-from model_helpers import PROBE_KWARGS, load_probe_model
 
 from wsi_pipeline.errors import OptionError, SlideReadError
 from wsi_pipeline.inference import TileInference, autocast_dtype, plan_blocks, resolve_device
-from wsi_pipeline.models.reference_models import probe_probability
+from wsi_pipeline.testing import PROBE_KWARGS, load_probe_model, probe_probability
 
 TILE, STRIDE = 16, 16
 

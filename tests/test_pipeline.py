@@ -9,13 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
-from model_helpers import PROBE_KWARGS, load_probe_model
 from shapely.geometry import shape
-from slide_factory import build_patch_mosaic, write_ome_tiff, write_pyramidal_tiff
 
 from wsi_pipeline.errors import NoTissueError, OptionError, SlideOpenError, SlideReadError, UnknownMppError
-from wsi_pipeline.models.reference_models import probe_probability
 from wsi_pipeline.pipeline import InferenceOptions, params_hash, run_slide
+from wsi_pipeline.testing import (
+    PROBE_KWARGS,
+    build_patch_mosaic,
+    load_probe_model,
+    probe_probability,
+    write_ome_tiff,
+    write_pyramidal_tiff,
+)
 from wsi_pipeline.writers import OUTPUT_NAMES, read_heatmap_zarr
 
 PATCH = 32  # probe model input, model px

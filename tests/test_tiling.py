@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from slide_factory import PATCH, build_patch_mosaic, gradient_image, write_pyramidal_tiff
 
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.slide import open_slide, read_region_at_mpp
+from wsi_pipeline.testing import PATCH, build_patch_mosaic, gradient_image, write_pyramidal_tiff
 from wsi_pipeline.tiling import TileGrid
 from wsi_pipeline.tissue import TissueMask
 

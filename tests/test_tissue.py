@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from shapely import Point
-from slide_factory import write_pyramidal_tiff
 
 from wsi_pipeline.errors import NoTissueError
 from wsi_pipeline.slide import open_slide
+from wsi_pipeline.testing import write_pyramidal_tiff
 from wsi_pipeline.tissue import TissueMask, detect_tissue, require_tissue, tissue_mask_from_rgb
 
 PINK = (214, 120, 180)

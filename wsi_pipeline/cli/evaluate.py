@@ -80,7 +80,8 @@ def evaluate_command(
     """Evaluate a patch classifier: classification report, accuracy and AUC with 95 % bootstrap
     intervals, and the confusion matrix at threshold 0.5."""
     from wsi_pipeline.data import open_patch_dataset
-    from wsi_pipeline.evaluation import evaluate_model, format_report, resolve_device
+    from wsi_pipeline.devices import resolve_device
+    from wsi_pipeline.evaluation import evaluate_model, format_report
     from wsi_pipeline.models import load_model
 
     if sample is not None and sample <= 0:
@@ -102,7 +103,7 @@ def evaluate_command(
         n_boot=n_boot,
         progress=not no_progress,
     )
-    result.info["device"] = torch_device
+    result.info["device"] = str(torch_device)
     if split:
         result.info["data"]["split"] = split
     summary = result.to_dict()

@@ -20,12 +20,12 @@ from torch import nn
 from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.errors import DatasetError, OptionError, OutputError
 from wsi_pipeline.evaluation.metrics import roc_auc
+from wsi_pipeline.evaluation.report import binary_metrics
 from wsi_pipeline.models.config import ModelConfig
 from wsi_pipeline.models.io import preprocess_patches, save_model
 from wsi_pipeline.models.registry import create_model
 from wsi_pipeline.training.augment import Augmenter, random_crop_nhwc
 from wsi_pipeline.training.config import TrainConfig
-from wsi_pipeline.training.metrics import binary_metrics
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.pt"
@@ -230,7 +230,7 @@ def train(
     train_idx, val_idx = stratified_split(labels_np, config.val_fraction, seed=split_seed)
     stain_params = None
     if config.stain_normalization:
-        from wsi_pipeline.training.stain import fit_normalizer
+        from wsi_pipeline.models.stain import fit_normalizer
 
         normalizer = fit_normalizer(config.stain_normalization, images_np[train_idx], seed=config.seed)
         images_np = normalizer.normalize_uint8(images_np)
