@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from wsi_pipeline.cli.infer import cli, expand_slide_paths, one_line_error
-from wsi_pipeline.errors import OptionError
+from wsi_pipeline.cli.infer import cli, expand_slide_paths
+from wsi_pipeline.errors import OptionError, one_line_error
+from wsi_pipeline.outputs import OUTPUT_NAMES
 from wsi_pipeline.testing import save_probe_model, write_pyramidal_tiff
-from wsi_pipeline.writers import OUTPUT_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 from wsi_pipeline.cli.infer import cli
 from wsi_pipeline.errors import NoTissueError, SlideOpenError, SlideReadError, UnknownMppError
-from wsi_pipeline.models.config import PCAM_MPP
-from wsi_pipeline.pipeline import InferenceOptions, run_slide
+from wsi_pipeline.options import InferenceOptions
+from wsi_pipeline.outputs import OUTPUT_NAMES, read_heatmap_zarr
+from wsi_pipeline.pcam import PCAM_MPP
+from wsi_pipeline.pipeline import run_slide
 from wsi_pipeline.testing import load_probe_model, save_probe_model
-from wsi_pipeline.writers import OUTPUT_NAMES, read_heatmap_zarr
 
 GOOD = [
     "cmu1_small_region.svs",

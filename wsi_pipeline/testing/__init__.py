@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks: the deterministic probe model and a small-slide factory.
+"""Helpers for tests and benchmarks: the deterministic probe model, a small-slide factory and a sample
+slide summary.
 
 Importing this package registers the ``mean_intensity_probe`` architecture, so models saved with it
 load (in a Dask worker too: ``DASK_DISTRIBUTED__WORKER__PRELOAD='["wsi_pipeline.testing"]'``).
@@ -20,6 +21,7 @@ from wsi_pipeline.testing.slides import (
     write_ome_tiff,
     write_pyramidal_tiff,
 )
+from wsi_pipeline.testing.summaries import sample_summary
 
 __all__ = [
     "PATCH",
@@ -30,6 +32,7 @@ __all__ = [
     "load_probe_model",
     "probe_probability",
     "pyramid_levels",
+    "sample_summary",
     "save_probe_model",
     "write_ome_tiff",
     "write_pyramidal_tiff",
