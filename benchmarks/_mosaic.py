@@ -18,7 +18,9 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-CELL = 96
+from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
+
+CELL = PCAM_PATCH
 TILE = 256
 BACKGROUND = (242, 241, 244)
 
@@ -154,7 +156,12 @@ def write_mosaic_tiff(path: Path, renderer: MosaicRenderer, mpp: float, quality:
 
 
 def build_mosaic(
-    out_path: Path, patch_dir: Path, grid: int = 200, mpp: float = 0.972, seed: int = 0, n_patches: int = 4000
+    out_path: Path,
+    patch_dir: Path,
+    grid: int = 200,
+    mpp: float = PCAM_MPP,
+    seed: int = 0,
+    n_patches: int = 4000,
 ) -> tuple[Path, MosaicLayout]:
     """Write the mosaic slide (if not cached) and return it with its layout (saved beside it)."""
     out_path = Path(out_path)

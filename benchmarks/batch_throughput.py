@@ -24,7 +24,7 @@ from wsi_pipeline.batch.cluster import open_client, plan_workers
 from wsi_pipeline.batch.runner import run_batch
 from wsi_pipeline.models import ModelConfig, create_model, save_model
 from wsi_pipeline.models.io import default_model_dir
-from wsi_pipeline.pipeline import InferenceOptions
+from wsi_pipeline.options import InferenceOptions
 
 
 def synthetic_slide(path: Path, seed: int, size: int, mpp: float = 0.5) -> Path:

@@ -36,9 +36,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _mosaic import build_mosaic  # noqa: E402
+from _mosaic import build_mosaic  # beside this script (python puts its folder on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = Path.home() / ".cache" / "wsi_pipeline" / "bench"

@@ -16,7 +16,6 @@ as the slide grows, because readers are throttled by a bounded queue.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -25,27 +24,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wsi_pipeline.inference import TileInference
+from wsi_pipeline.pcam import PCAM_MPP
+from wsi_pipeline.slide import describe_slide, open_slide
+from wsi_pipeline.slide.fast_blocks import fast_block_reader
+from wsi_pipeline.stages import grid_block_reader
+from wsi_pipeline.testing import load_probe_model
+from wsi_pipeline.tiling import plan_grid
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from model_helpers import load_probe_model  # noqa: E402
-
-from wsi_pipeline.inference import TileInference  # noqa: E402
-from wsi_pipeline.models.config import PCAM_MPP  # noqa: E402
-from wsi_pipeline.pipeline import InferenceOptions, plan_tiles  # noqa: E402
-from wsi_pipeline.slide import open_slide  # noqa: E402
-from wsi_pipeline.slide.fast_blocks import fast_block_reader  # noqa: E402
-
 SLIDE = REPO.parent / "shared" / "data" / "slides" / "cmu1_small_pyramid_generic.tif"
 
 
 def real_slide(model, block_tiles: int, readers: int, fast: bool) -> tuple[float, int]:
     with open_slide(SLIDE) as reader:
-        plan = plan_tiles(reader, reader.metadata_mpp, model, InferenceOptions(stride=48))
-        cells = np.argwhere(np.ones((plan.rows, plan.cols), dtype=bool))
+        grid = plan_grid(describe_slide(reader), model.config.patch_size, model.config.mpp, stride=48)
+        cells = np.argwhere(np.ones(grid.shape, dtype=bool))
         engine = TileInference(model, batch_size=256, num_readers=readers, block_tiles=block_tiles)
         source = fast_block_reader(reader) if fast else reader
         t0 = time.perf_counter()
-        engine.run(cells, plan.block_reader(source), plan.tile_px, plan.stride_px)
+        engine.run(cells, grid_block_reader(source, grid), grid.patch_size, grid.stride_px)
         seconds = time.perf_counter() - t0
         if source is not reader:
             source.close()

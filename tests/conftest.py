@@ -1,4 +1,9 @@
-"""Shared test fixtures: the location of the real data beside the project."""
+"""Shared test fixtures: the location of the real data beside the project, and the test probe model.
+
+``wsi_pipeline.testing`` registers the ``mean_intensity_probe`` architecture the tests save models
+with. Dask worker processes (and their subprocesses) import it too, through Dask's worker preload,
+set here before anything imports dask.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("DASK_DISTRIBUTED__WORKER__PRELOAD", '["wsi_pipeline.testing"]')
+
+import wsi_pipeline.testing  # noqa: E402, F401  (registers the probe architecture)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("WSI_PIPELINE_TEST_DATA", PROJECT_ROOT.parent / "shared" / "data"))

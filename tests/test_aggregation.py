@@ -122,4 +122,4 @@ def test_aggregate_macro_and_none():
         and clean.tumor_area_mm2 == 0.0
         and clean.largest_tumor_region_mm == 0.0
     )
-    assert clean.regions == []
+    assert clean.regions == ()

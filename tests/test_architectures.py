@@ -1,6 +1,14 @@
-"""Registered patch architectures: output shape, size, cost and save/load round trip."""
+"""Registered patch architectures: output shape, size, cost and save/load round trip.
+
+The contract tests run for every architecture in the registry, so a new one is tested as soon as
+its module registers it.
+"""
 
 from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,7 +16,22 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from wsi_pipeline.errors import UnknownArchitectureError
+from wsi_pipeline.inference import inference_module
 from wsi_pipeline.models import ModelConfig, create_model, list_models, load_model, save_model
+from wsi_pipeline.models.registry import model_builder
+
+#: Arguments for registered architectures that cannot be built from their defaults alone.
+REQUIRED_KWARGS: dict[str, dict] = {
+    "ensemble": {"members": [{"architecture": "context_cnn", "arch_kwargs": {"widths": [4, 8]}}] * 2},
+}
+ARCHITECTURES = list_models()  # the built-ins, plus the test probe (conftest imports wsi_pipeline.testing)
+
+
+def _kwargs(name: str, size: int) -> dict:
+    kwargs = dict(REQUIRED_KWARGS.get(name, {}))
+    if "input_size" in inspect.signature(model_builder(name)).parameters:
+        kwargs["input_size"] = size
+    return kwargs
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -22,19 +45,58 @@ def _flops(model: torch.nn.Module, size: int) -> int:
     return counter.get_total_flops()
 
 
-def test_registry_lists_both_models() -> None:
-    assert {"seed_cnn", "tiny_resnet", "context_cnn"} <= set(list_models())
+def test_registry_lists_the_built_in_models() -> None:
+    assert {"seed_cnn", "tiny_resnet", "context_cnn", "ensemble"} <= set(list_models())
+    assert "mean_intensity_probe" in list_models()  # registered by importing wsi_pipeline.testing
 
 
-@pytest.mark.parametrize("name", ["seed_cnn", "tiny_resnet", "context_cnn"])
+def test_registry_holds_only_the_built_ins_until_a_module_registers_more() -> None:
+    """A fresh ``wsi-pipeline models`` lists the shipped architectures, not the test probe."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from wsi_pipeline.cli.main import main; main()", "models"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["context_cnn", "dense_cnn", "ensemble", "seed_cnn", "tiny_resnet"]
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
 @pytest.mark.parametrize("size", [96, 64, 32])
 def test_one_logit_per_patch(name: str, size: int) -> None:
-    model = create_model(name, input_size=size) if name == "seed_cnn" else create_model(name)
+    model = create_model(name, **_kwargs(name, size))
     model.eval()
+    tile = getattr(model, "dense_tile", None)
+    if tile is not None and size != tile:  # dense-capable models are built for one tile size
+        with pytest.raises(ValueError, match="px tiles"):
+            model(torch.rand(3, 3, size, size))
+        return
     with torch.no_grad():
         out = model(torch.rand(3, 3, size, size))
     assert out.shape == (3, 1)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_every_architecture_saves_loads_and_folds_batchnorm(name: str, tmp_path) -> None:
+    """Saved and loaded it predicts what the module does; the engine's fused copy agrees."""
+    torch.manual_seed(0)
+    kwargs = _kwargs(name, 96)
+    module = create_model(name, **kwargs).eval()
+    for m in module.modules():  # non-trivial BatchNorm statistics, so folding is really tested
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    loaded = load_model(
+        save_model(tmp_path / name, module, ModelConfig(architecture=name, arch_kwargs=kwargs))
+    )
+    patches = np.random.default_rng(1).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
+    x = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        expected = torch.sigmoid(module(x)).reshape(-1).numpy()
+        fused = inference_module(loaded.module)(x.contiguous(memory_format=torch.channels_last))
+    np.testing.assert_allclose(loaded.predict_proba(patches), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(torch.sigmoid(fused).reshape(-1).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_seed_cnn_matches_the_study_size() -> None:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from wsi_pipeline.d4 import NHWC, dihedral, inverse_dihedral, random_dihedral
 from wsi_pipeline.training.augment import (
     Augmenter,
     AugmentSettings,
-    dihedral,
     hed_jitter,
     hed_to_rgb,
     hsv_jitter,
     hsv_to_rgb,
-    inverse_dihedral,
     random_crop_nhwc,
-    random_dihedral,
     rgb_to_hed,
     rgb_to_hsv,
 )
@@ -32,6 +30,14 @@ def test_eight_dihedral_views_are_distinct_and_invertible() -> None:
         for j in range(i + 1, 8):
             assert not torch.equal(views[i], views[j]), (i, j)
         torch.testing.assert_close(inverse_dihedral(views[i], i), x, rtol=0, atol=0)
+
+
+def test_dihedral_views_of_nhwc_match_nchw() -> None:
+    x = _batch(2)
+    nhwc = x.permute(0, 2, 3, 1)
+    for k in range(8):
+        assert torch.equal(dihedral(nhwc, k, NHWC), dihedral(x, k).permute(0, 2, 3, 1))
+        assert torch.equal(inverse_dihedral(dihedral(nhwc, k, NHWC), k, NHWC), nhwc)
 
 
 def test_dihedral_view_4_is_a_left_right_flip() -> None:

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_helpers import save_probe_model
-from slide_factory import write_pyramidal_tiff
 
 from wsi_pipeline.batch.cluster import TORCH_THREADS_ENV, plan_workers, start_local_cluster
 from wsi_pipeline.batch.report import read_run_summary_csv
 from wsi_pipeline.batch.runner import run_batch
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.models import load_model
-from wsi_pipeline.pipeline import InferenceOptions, run_slide
-from wsi_pipeline.writers import OUTPUT_NAMES, read_heatmap_zarr
+from wsi_pipeline.options import InferenceOptions
+from wsi_pipeline.outputs import OUTPUT_NAMES, read_heatmap_zarr
+from wsi_pipeline.pipeline import run_slide
+from wsi_pipeline.testing import save_probe_model, write_pyramidal_tiff
 
 GOOD = ("alpha", "bravo", "charlie")
 OPTIONS = InferenceOptions(device="cpu", batch_size=64, num_readers=1)
@@ -268,8 +268,9 @@ def test_killed_worker_mid_slide_is_retried_elsewhere(data, cluster, tmp_path):
 
 _CLIENT_SCRIPT = """
 import sys
+import wsi_pipeline.testing  # registers the probe architecture of the saved model
 from wsi_pipeline.batch.runner import run_batch
-from wsi_pipeline.pipeline import InferenceOptions
+from wsi_pipeline.options import InferenceOptions
 opts = InferenceOptions(device="cpu", batch_size=64, num_readers=1)
 run_batch(sys.argv[4:], sys.argv[1], opts, sys.argv[2], scheduler=sys.argv[3], progress=False)
 """

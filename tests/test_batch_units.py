@@ -9,12 +9,14 @@ import pytest
 
 from wsi_pipeline.batch.cluster import TORCH_THREADS_ENV, plan_workers
 from wsi_pipeline.batch.report import BatchReport, SlideRow, read_run_summary_csv, write_run_summary
-from wsi_pipeline.batch.resume import OUTPUT_NAMES, clean_stale_temp, is_up_to_date, plan_resume
+from wsi_pipeline.batch.resume import clean_stale_temp, is_up_to_date, plan_resume
 from wsi_pipeline.batch.runner import run_batch
-from wsi_pipeline.batch.worker import one_line
-from wsi_pipeline.errors import OptionError
-from wsi_pipeline.pipeline import InferenceOptions
-from wsi_pipeline.writers import check_unique_stems
+from wsi_pipeline.devices import parse_device, resolve_device
+from wsi_pipeline.errors import OptionError, one_line
+from wsi_pipeline.files import check_unique_stems
+from wsi_pipeline.options import InferenceOptions
+from wsi_pipeline.outputs import OUTPUT_NAMES
+from wsi_pipeline.testing import sample_summary
 
 
 # --- worker planning ---------------------------------------------------------------------------
@@ -90,7 +92,8 @@ def _fake_output(folder: Path, params_hash: str, missing: str | None = None) -> 
         if name == "heatmap.zarr":
             (folder / name).mkdir()
         elif name == "summary.json":
-            (folder / name).write_text(json.dumps({"params_hash": params_hash, "slide_score": 0.25}))
+            summary = sample_summary(params_hash=params_hash, slide_score=0.25)
+            (folder / name).write_text(summary.to_json())
         else:
             (folder / name).write_text("x")
     return folder
@@ -98,10 +101,11 @@ def _fake_output(folder: Path, params_hash: str, missing: str | None = None) -> 
 
 def test_resume_keeps_only_complete_outputs_with_the_same_params(tmp_path):
     out = tmp_path / "out"
-    _fake_output(out / "same", "h1")
-    _fake_output(out / "other_params", "h0")
-    _fake_output(out / "no_overlay", "h1", missing="overlay.png")
-    _fake_output(out / "no_summary", "h1", missing="summary.json")
+    h0, h1 = "0" * 64, "1" * 64
+    _fake_output(out / "same", h1)
+    _fake_output(out / "other_params", h0)
+    _fake_output(out / "no_overlay", h1, missing="overlay.png")
+    _fake_output(out / "no_summary", h1, missing="summary.json")
     (out / "bad_json").mkdir()
     for name in OUTPUT_NAMES:
         (out / "bad_json" / name).write_text("{not json")
@@ -109,11 +113,11 @@ def test_resume_keeps_only_complete_outputs_with_the_same_params(tmp_path):
         Path(f"/slides/{n}.tif")
         for n in ("same", "other_params", "no_overlay", "no_summary", "bad_json", "new")
     ]
-    plan = plan_resume(slides, out, "h1")
+    plan = plan_resume(slides, out, h1)
     assert list(plan.skipped) == [Path("/slides/same.tif")]
-    assert plan.skipped[Path("/slides/same.tif")]["slide_score"] == 0.25
+    assert plan.skipped[Path("/slides/same.tif")].slide_score == 0.25
     assert [p.stem for p in plan.todo] == ["other_params", "no_overlay", "no_summary", "bad_json", "new"]
-    assert plan_resume(slides, out, "h1", resume=False).skipped == {}
+    assert plan_resume(slides, out, h1, resume=False).skipped == {}
     assert is_up_to_date(out / "same", "") is None  # an empty hash never matches
 
 
@@ -141,13 +145,11 @@ def test_two_slides_with_one_stem_are_refused(tmp_path):
 
 
 def test_device_is_checked_before_any_cluster_starts(tmp_path):
-    from wsi_pipeline.batch.runner import check_device
-
-    check_device("cuda:1", local=False)  # remote GPU workers: syntax only
-    check_device("cpu", local=True)
+    assert parse_device("cuda:1") == "cuda:1"  # remote GPU workers: syntax only
+    assert str(resolve_device("cpu")) == "cpu"
     for bad in ("tpu", "cuda:x", ""):
         with pytest.raises(OptionError, match="--device"):
-            check_device(bad, local=False)
+            parse_device(bad)
     with pytest.raises(OptionError, match="--device"):
         run_batch([tmp_path / "a.tif"], tmp_path / "out", InferenceOptions(device="tpu"))
     assert not (tmp_path / "out").exists()

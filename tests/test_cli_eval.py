@@ -13,7 +13,7 @@ from PIL import Image
 
 from wsi_pipeline.cli import evaluate as cli_eval
 from wsi_pipeline.models import ModelConfig, create_model, save_model
-from wsi_pipeline.models.reference_models import probe_probability
+from wsi_pipeline.testing import probe_probability
 
 PROBE = {"red": 6.0, "green": 0.0, "blue": -6.0, "bias": 0.0}
 
@@ -185,12 +185,18 @@ def test_cuda_request_without_gpu(tmp_path: Path, monkeypatch, capsys) -> None:
 
 @pytest.mark.slow
 def test_console_script(tmp_path: Path) -> None:
-    """The installed ``wsi-eval`` entry point runs as a separate process; a bad path exits 1."""
+    """The installed ``wsi-eval`` entry point runs as a separate process; a bad path exits 1.
+
+    The process has not imported ``wsi_pipeline.testing``, so the model is a (tiny, untrained)
+    built-in architecture rather than the test probe."""
     exe = Path(sys.executable).with_name("wsi-eval")
     if not exe.exists():
         pytest.skip("wsi-eval console script not installed in this environment")
     make_dataset(tmp_path / "data", n=9)
-    model = save_probe(tmp_path / "model")
+    kwargs = {"widths": [4, 8]}
+    model = save_model(
+        tmp_path / "model", create_model("context_cnn", **kwargs), ModelConfig("context_cnn", kwargs)
+    )
     args = [str(exe), "--data", str(tmp_path / "data"), "--model", str(model)]
     args += ["--json", str(tmp_path / "r.json")]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)

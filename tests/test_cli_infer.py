@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from model_helpers import save_probe_model
-from slide_factory import write_pyramidal_tiff
 
-from wsi_pipeline.cli.infer import cli, expand_slide_paths, one_line_error
-from wsi_pipeline.errors import OptionError
-from wsi_pipeline.writers import OUTPUT_NAMES
+from wsi_pipeline.cli.infer import cli, expand_slide_paths
+from wsi_pipeline.errors import OptionError, one_line_error
+from wsi_pipeline.outputs import OUTPUT_NAMES
+from wsi_pipeline.testing import save_probe_model, write_pyramidal_tiff
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +159,7 @@ def test_no_slides_is_a_usage_error():
 
 
 def _run_main(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    code = "from wsi_pipeline.cli.infer import main; main()"
+    code = "import wsi_pipeline.testing; from wsi_pipeline.cli.infer import main; main()"  # + the probe
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=300, check=False
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wsi_pipeline.models import create_model, default_model_dir, load_model
-from wsi_pipeline.models.config import PCAM_MPP
+from wsi_pipeline.pcam import PCAM_MPP
 
 
 def test_default_model_loads_with_its_config() -> None:

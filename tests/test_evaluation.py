@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
+from wsi_pipeline.d4 import NHWC, dihedral
 from wsi_pipeline.data import open_patch_dataset, stratified_sample
 from wsi_pipeline.errors import DatasetError, OptionError
 from wsi_pipeline.evaluation import (
@@ -17,12 +18,10 @@ from wsi_pipeline.evaluation import (
     classification_report,
     compute_metrics,
     confusion_matrix,
-    dihedral_transforms,
     evaluate_model,
     format_report,
     predict_dataset,
     predict_patches,
-    resolve_device,
     roc_auc,
 )
 from wsi_pipeline.evaluation.metrics import _resample_counts
@@ -127,14 +126,20 @@ def test_compute_metrics_consistency_and_text() -> None:
     assert "AUC         n/a (one class)" in format_report(one_class)
 
 
+def _nhwc_views(x: np.ndarray) -> list[np.ndarray]:
+    """The 8 dihedral views of an NHWC batch, through the one D4 implementation."""
+    t = torch.from_numpy(x)
+    return [dihedral(t, k, NHWC).contiguous().numpy() for k in range(8)]
+
+
 def test_dihedral_transforms_are_the_eight_symmetries() -> None:
     x = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
-    views = [t(x) for t in dihedral_transforms()]
+    views = _nhwc_views(x)
     assert len(views) == 8
     np.testing.assert_array_equal(views[0], x)
     assert len({v.tobytes() for v in views}) == 8
-    rotated = np.rot90(x, 1, axes=(1, 2))  # the set is closed under the group
-    assert {t(rotated).tobytes() for t in dihedral_transforms()} == {v.tobytes() for v in views}
+    rotated = np.ascontiguousarray(np.rot90(x, 1, axes=(1, 2)))  # the set is closed under the group
+    assert {v.tobytes() for v in _nhwc_views(rotated)} == {v.tobytes() for v in views}
 
 
 def _seed_cnn(tmp_path: Path):
@@ -172,7 +177,7 @@ def test_tta_is_mean_of_the_eight_views(tmp_path: Path) -> None:
     np.testing.assert_allclose(tta, [(2 * sig(5) + 6 * sig(-5)) / 8] * 2, rtol=1e-5)
     # Same with a real CNN saved and loaded from disk: TTA is the mean over the views.
     model = _seed_cnn(tmp_path)
-    expected = np.mean([model.predict_proba(t(x)) for t in dihedral_transforms()], axis=0)
+    expected = np.mean([model.predict_proba(v) for v in _nhwc_views(x)], axis=0)
     np.testing.assert_allclose(predict_patches(model, x, tta=True), expected, rtol=1e-5)
 
 
@@ -199,8 +204,10 @@ def test_evaluate_model_on_sample(shared_data: Path, tmp_path: Path) -> None:
 
 
 def test_resolve_device() -> None:
-    assert resolve_device("cpu") == "cpu"
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    from wsi_pipeline.devices import resolve_device
+
+    assert str(resolve_device("cpu")) == "cpu"
+    assert str(resolve_device("auto")) == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(OptionError, match="no CUDA device"):
             resolve_device("cuda")

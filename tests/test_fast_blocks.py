@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from slide_factory import gradient_image, write_ome_tiff, write_pyramidal_tiff
 
 from wsi_pipeline.errors import SlideReadError
 from wsi_pipeline.slide import OpenSlideReader, TiffFileReader, open_slide, read_region_at_mpp
 from wsi_pipeline.slide.fast_blocks import FastBlockReader, fast_block_reader
+from wsi_pipeline.testing import gradient_image, write_ome_tiff, write_pyramidal_tiff
 
 
 def _textured(height: int, width: int) -> np.ndarray:

@@ -7,11 +7,11 @@ import threading
 import numpy as np
 import pytest
 import torch
-from model_helpers import PROBE_KWARGS, load_probe_model
 
+from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.errors import OptionError, SlideReadError
-from wsi_pipeline.inference import TileInference, autocast_dtype, plan_blocks, resolve_device
-from wsi_pipeline.models.reference_models import probe_probability
+from wsi_pipeline.inference import TileInference, TileScores, autocast_dtype, plan_blocks
+from wsi_pipeline.testing import PROBE_KWARGS, load_probe_model, probe_probability
 
 TILE, STRIDE = 16, 16
 
@@ -60,7 +60,9 @@ def test_every_tile_gets_the_probe_value_of_its_pixels(probe, stride, batch_size
     cells = all_cells[rng.random(len(all_cells)) < 0.6]
     engine = TileInference(probe, batch_size=batch_size, num_readers=num_readers, block_tiles=block_tiles)
     seen = []
-    probs, stats = engine.run(cells, _reader(image, stride, TILE), TILE, stride, progress=seen.append)
+    scores = engine.run(cells, _reader(image, stride, TILE), TILE, stride, progress=seen.append)
+    assert isinstance(scores, TileScores) and np.array_equal(scores.cells, cells)
+    probs, stats = scores.probs, scores.stats
     assert probs.dtype == np.float32 and probs.shape == (len(cells),)
     np.testing.assert_allclose(probs, _expected(image, cells, TILE, stride), atol=1e-5)
     assert sum(seen) == len(cells)
@@ -74,7 +76,8 @@ def test_blocks_are_read_once_and_cover_only_needed_cells(probe):
     cells = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [19, 19], [18, 3]])
     calls: list = []
     engine = TileInference(probe, batch_size=4, num_readers=2, block_tiles=8)
-    probs, stats = engine.run(cells, _reader(image, STRIDE, TILE, calls), TILE, STRIDE)
+    scores = engine.run(cells, _reader(image, STRIDE, TILE, calls), TILE, STRIDE)
+    probs, stats = scores.probs, scores.stats
     np.testing.assert_allclose(probs, _expected(image, cells, TILE, STRIDE), atol=1e-5)
     # cells fall into 4 blocks of 8x8: (0,0) holds 3 of them, read as one 2x2 call
     assert sorted(calls) == [(0, 0, 2, 2), (10, 10, 1, 1), (18, 3, 1, 1), (19, 19, 1, 1)]
@@ -97,9 +100,8 @@ def test_plan_blocks_partitions_cells():
 
 def test_no_cells_reads_nothing(probe):
     calls: list = []
-    probs, stats = TileInference(probe).run(
-        np.zeros((0, 2)), _reader(_image(2, 2, 16, 16), 16, 16, calls), 16, 16
-    )
+    scores = TileInference(probe).run(np.zeros((0, 2)), _reader(_image(2, 2, 16, 16), 16, 16, calls), 16, 16)
+    probs, stats = scores.probs, scores.stats
     assert probs.shape == (0,) and calls == [] and stats.n_batches == 0
 
 
@@ -141,7 +143,8 @@ def test_read_ahead_is_bounded(probe):
             state["consumed"] += 1
 
     engine = TileInference(probe, batch_size=16, num_readers=num_readers, block_tiles=2)
-    probs, stats = engine.run(cells, read_block, TILE, STRIDE, progress=progress)
+    scores = engine.run(cells, read_block, TILE, STRIDE, progress=progress)
+    probs, stats = scores.probs, scores.stats
     assert stats.n_blocks == 400 and state["read"] == 400
     # queue (2 * readers) + one block held by each reader + one being consumed
     assert state["max_ahead"] <= 2 * num_readers + num_readers + 1
@@ -187,9 +190,10 @@ def test_cpu_model_calls_are_chunked_to_bound_memory(probe, monkeypatch):
     stride, rows, cols = 16, 10, 20
     image = _image(rows, cols, TILE, stride, seed=3)
     cells = np.argwhere(np.ones((rows, cols), dtype=bool))
-    probs, stats = TileInference(probe, batch_size=200, num_readers=1).run(
+    scores = TileInference(probe, batch_size=200, num_readers=1).run(
         cells, _reader(image, stride, TILE), TILE, stride
     )
+    probs, stats = scores.probs, scores.stats
     np.testing.assert_allclose(probs, _expected(image, cells, TILE, stride), atol=1e-5)
     assert stats.n_batches == 1
     assert sizes == [CPU_MODEL_CHUNK] * (200 // CPU_MODEL_CHUNK) + [200 % CPU_MODEL_CHUNK]

@@ -61,7 +61,7 @@ def test_engine_matches_predict_proba(tmp_path: Path, center_crop: int | None) -
 
     cells = np.argwhere(np.ones((4, 5), bool))
     engine = TileInference(model, batch_size=6, num_readers=2, block_tiles=2)
-    probs, _ = engine.run(cells, read_block, 96, 96)
+    probs = engine.run(cells, read_block, 96, 96).probs
     tiles = np.stack([image[r * 96 : (r + 1) * 96, c * 96 : (c + 1) * 96] for r, c in cells])
     expected = model.predict_proba(tiles)
     assert expected.std() > 1e-3

@@ -9,14 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
-from model_helpers import PROBE_KWARGS, load_probe_model
 from shapely.geometry import shape
-from slide_factory import build_patch_mosaic, write_ome_tiff, write_pyramidal_tiff
 
 from wsi_pipeline.errors import NoTissueError, OptionError, SlideOpenError, SlideReadError, UnknownMppError
-from wsi_pipeline.models.reference_models import probe_probability
-from wsi_pipeline.pipeline import InferenceOptions, params_hash, run_slide
-from wsi_pipeline.writers import OUTPUT_NAMES, read_heatmap_zarr
+from wsi_pipeline.options import InferenceOptions, params_hash
+from wsi_pipeline.outputs import OUTPUT_NAMES, read_heatmap_zarr, read_summary
+from wsi_pipeline.pipeline import run_slide
+from wsi_pipeline.testing import (
+    PROBE_KWARGS,
+    build_patch_mosaic,
+    load_probe_model,
+    probe_probability,
+    write_ome_tiff,
+    write_pyramidal_tiff,
+)
 
 PATCH = 32  # probe model input, model px
 MODEL_MPP = 1.0
@@ -54,7 +60,7 @@ def _check_every_cell(result, image: np.ndarray, tol: float) -> np.ndarray:
     ox, oy = attrs["origin_level0"]
     stride0, tile0 = attrs["stride_level0_px"], attrs["tile_size_level0_px"]
     finite = np.argwhere(np.isfinite(heatmap))
-    assert len(finite) == result.summary["n_tiles_tissue"] > 0
+    assert len(finite) == result.summary.n_tiles_tissue > 0
     errors = []
     for r, c in finite:
         expected = _expected_from_level0(image, ox + c * stride0, oy + r * stride0, tile0)
@@ -82,8 +88,8 @@ def test_every_heatmap_cell_is_the_probe_of_its_tile(
     image, _ = _colour_mosaic(5, 6, cell0)
     slide = writer(tmp_path / "mosaic.tif", image, mpp=slide_mpp, levels=3, tile=128)
     result = run_slide(slide, tmp_path / "out", InferenceOptions(stride=stride, batch_size=7), probe)
-    assert result.summary["level"] == expected_level
-    assert result.summary["mpp"] == pytest.approx(slide_mpp, rel=1e-3)
+    assert result.summary.level == expected_level
+    assert result.summary.mpp == pytest.approx(slide_mpp, rel=1e-3)
     heatmap = _check_every_cell(result, image, tol)
     rows, cols = heatmap.shape
     stride_px = stride or PATCH
@@ -101,7 +107,7 @@ def test_tissue_cells_and_nan_follow_the_layout(tmp_path, probe):
     assert heatmap.shape == tissue.shape
     np.testing.assert_array_equal(np.isfinite(heatmap), tissue)
     s = result.summary
-    assert s["n_tiles_total"] == tissue.size and s["n_tiles_tissue"] == tissue.sum()
+    assert s.n_tiles_total == tissue.size and s.n_tiles_tissue == tissue.sum()
 
 
 def _tumour_block_slide(tmp_path: Path) -> tuple[Path, np.ndarray]:
@@ -169,6 +175,38 @@ def test_outputs_describe_the_tumour_region(tmp_path, probe):
     assert shape(feature["geometry"]).equals(shapely.box(3 * 64, 2 * 64, 7 * 64, 5 * 64))
 
 
+def test_result_holds_in_memory_what_the_files_hold(tmp_path, probe):
+    slide, _ = _tumour_block_slide(tmp_path)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(), probe)
+    heatmap, _ = read_heatmap_zarr(result.out_dir / "heatmap.zarr")
+    np.testing.assert_array_equal(result.heatmap, heatmap)
+    assert read_summary(result.out_dir) == result.summary
+    assert result.summary.outputs == OUTPUT_NAMES
+    assert len(result.regions) == result.summary.n_tumor_regions == 1
+    assert len(result.scores) == result.summary.n_tiles_tissue == 48
+    cells = result.scores.cells
+    np.testing.assert_array_equal(result.heatmap[cells[:, 0], cells[:, 1]], result.scores.probs)
+    assert result.grid.shape == result.summary.grid.shape and result.thumbnail.shape[2] == 3
+    timings = result.summary.timings
+    assert timings.total_s >= timings.write_s > 0 and timings.infer_s == pytest.approx(
+        result.scores.stats.infer_s, abs=1e-4
+    )
+
+
+def test_a_new_output_format_is_one_registry_entry(tmp_path, probe, monkeypatch):
+    from wsi_pipeline import outputs
+
+    def write_cell_count(folder: Path, result) -> None:
+        (folder / "cells.txt").write_text(f"{len(result.scores)}\n")
+
+    extra = outputs.OutputFormat("cells.txt", write_cell_count)
+    monkeypatch.setattr(outputs, "OUTPUTS", (*outputs.OUTPUTS, extra))
+    slide, _ = _tumour_block_slide(tmp_path)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(), probe)
+    assert (result.out_dir / "cells.txt").read_text() == "48\n"
+    assert result.summary.outputs == (*OUTPUT_NAMES, "cells.txt")
+
+
 def test_stride_smaller_than_tile_shifts_cell_footprints(tmp_path, probe):
     slide, layout = _tumour_block_slide(tmp_path)
     result = run_slide(slide, tmp_path / "out", InferenceOptions(stride=16), probe)
@@ -226,7 +264,7 @@ def test_missing_mpp_is_unknown_mpp_error_and_override_works(tmp_path, probe):
         run_slide(slide, tmp_path / "out", InferenceOptions(), probe)
     _assert_nothing_left(tmp_path / "out")
     result = run_slide(slide, tmp_path / "out", InferenceOptions(mpp=0.5), probe)
-    assert result.summary["mpp"] == 0.5 and result.summary["mpp_source"] == "option"
+    assert result.summary.mpp == 0.5 and result.summary.mpp_source == "option"
 
 
 def test_not_a_slide_is_open_error(tmp_path, probe):
@@ -260,15 +298,15 @@ def test_read_error_mid_run_leaves_nothing_and_keeps_old_result(tmp_path, probe)
 def test_bad_options_are_option_errors(tmp_path, probe):
     slide, _ = _tumour_block_slide(tmp_path)
     for options, flag in (
-        (InferenceOptions(tumor_threshold=1.5), "--tumor-threshold"),
-        (InferenceOptions(tissue_threshold=-0.1), "--tissue-threshold"),
-        (InferenceOptions(stride=0), "--stride"),
-        (InferenceOptions(batch_size=0), "--batch-size"),
-        (InferenceOptions(mpp=-1.0), "--mpp"),
-        (InferenceOptions(device="tpu"), "--device"),
+        ({"tumor_threshold": 1.5}, "--tumor-threshold"),
+        ({"tissue_threshold": -0.1}, "--tissue-threshold"),
+        ({"stride": 0}, "--stride"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"mpp": -1.0}, "--mpp"),
+        ({"device": "tpu"}, "--device"),
     ):
-        with pytest.raises(OptionError, match=flag):
-            run_slide(slide, tmp_path / "out", options, probe)
+        with pytest.raises(OptionError, match=flag):  # InferenceOptions checks itself when made
+            run_slide(slide, tmp_path / "out", InferenceOptions(**options), probe)
     _assert_nothing_left(tmp_path / "out")
 
 
@@ -283,14 +321,14 @@ def test_unwritable_output_is_output_error(tmp_path, probe):
 
 
 def test_interrupted_write_leaves_no_finished_folder(tmp_path, probe, monkeypatch):
-    import wsi_pipeline.writers as writers
+    from wsi_pipeline.outputs import overlay
 
     slide, _ = _tumour_block_slide(tmp_path)
 
     def explode(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(writers, "write_overlay_png", explode)
+    monkeypatch.setattr(overlay, "write_overlay_png", explode)
     with pytest.raises(KeyboardInterrupt):
         run_slide(slide, tmp_path / "out", InferenceOptions(), probe)
     _assert_nothing_left(tmp_path / "out")

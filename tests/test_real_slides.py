@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from model_helpers import load_probe_model, save_probe_model
 
 from wsi_pipeline.cli.infer import cli
 from wsi_pipeline.errors import NoTissueError, SlideOpenError, SlideReadError, UnknownMppError
-from wsi_pipeline.models.config import PCAM_MPP
-from wsi_pipeline.pipeline import InferenceOptions, run_slide
-from wsi_pipeline.writers import OUTPUT_NAMES, read_heatmap_zarr
+from wsi_pipeline.options import InferenceOptions
+from wsi_pipeline.outputs import OUTPUT_NAMES, read_heatmap_zarr
+from wsi_pipeline.pcam import PCAM_MPP
+from wsi_pipeline.pipeline import run_slide
+from wsi_pipeline.testing import load_probe_model, save_probe_model
 
 GOOD = [
     "cmu1_small_region.svs",
@@ -168,8 +169,8 @@ def test_batch_of_good_and_bad_runs_the_good(slides_dir, probe_dir, tmp_path):
 
 def test_probe_model_on_real_slide_matches_direct_tile_reads(slides_dir, probe, tmp_path):
     """Spot-check cells of a real slide against tiles read one by one through the slide API."""
-    from wsi_pipeline.models.reference_models import probe_probability
     from wsi_pipeline.slide import open_slide, read_region_at_mpp
+    from wsi_pipeline.testing import probe_probability
 
     slide = slides_dir / "cmu1_small_pyramid_generic.tif"
     result = run_slide(slide, tmp_path, InferenceOptions(stride=48), probe)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from slide_factory import gradient_image, write_ome_tiff, write_pyramidal_tiff
 
 from wsi_pipeline.errors import OptionError, SlideOpenError, SlideReadError, UnknownMppError
 from wsi_pipeline.slide import (
@@ -19,6 +18,7 @@ from wsi_pipeline.slide import (
     resolve_mpp,
     thumbnail,
 )
+from wsi_pipeline.testing import gradient_image, write_ome_tiff, write_pyramidal_tiff
 
 # name: (back end class, (width, height), level count, mpp or None)
 REAL_SLIDES = {

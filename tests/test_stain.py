@@ -10,8 +10,8 @@ import torch
 
 from wsi_pipeline.errors import ModelConfigError, OptionError
 from wsi_pipeline.models import ModelConfig
-from wsi_pipeline.models.io import preprocess_patches
-from wsi_pipeline.training.stain import (
+from wsi_pipeline.models.preprocess import preprocess_patches
+from wsi_pipeline.models.stain import (
     MacenkoNormalizer,
     ReinhardNormalizer,
     fit_normalizer,

@@ -1,15 +1,16 @@
-"""Tile grid geometry, selection by tissue fraction, block reads and the mosaic truth layout."""
+"""Tile grid geometry, selection by tissue fraction, block reads, the level plan and the mosaic truth."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
-from slide_factory import PATCH, build_patch_mosaic, gradient_image, write_pyramidal_tiff
 
-from wsi_pipeline.errors import OptionError
+from wsi_pipeline.errors import NoTissueError, OptionError, UnknownMppError
 from wsi_pipeline.slide import open_slide, read_region_at_mpp
+from wsi_pipeline.testing import PATCH, build_patch_mosaic, gradient_image, write_pyramidal_tiff
 from wsi_pipeline.tiling import TileGrid
 from wsi_pipeline.tissue import TissueMask
 
@@ -41,30 +42,38 @@ def test_tiles_positions_match_cell_origin_and_stay_inside() -> None:
     assert tiles.x[1] - tiles.x[0] == pytest.approx(32 * 0.972 / 0.499)
 
 
-def test_label_boxes_tile_the_plane_when_stride_is_label_size() -> None:
+def test_cell_footprints_are_the_label_squares_when_stride_is_label_size() -> None:
     grid = TileGrid(4000, 4000, slide_mpp=0.25, stride=32)
-    x, y, w, h = grid.cell_label_box(3, 5)
-    x_next, _, _, _ = grid.cell_label_box(3, 6)
+    geometry = grid.cell_geometry()
+    x, y = geometry.edges(6, axis=1)[5], geometry.edges(6, axis=0)[3]  # cell (3, 5)
+    x_next = geometry.edges(7, axis=1)[6]
+    w = geometry.size
     assert x_next == pytest.approx(x + w)
     assert w == pytest.approx(32 * 0.972 / 0.25)
     tile_x, tile_y = grid.cell_origin(3, 5)
     assert x - tile_x == pytest.approx(32 * 0.972 / 0.25)  # (96 - 32) / 2 model px
-    attrs = grid.attrs()
-    assert attrs["grid_shape"] == list(grid.shape) and attrs["stride"] == 32
-    assert attrs["label_offset_level0"] == pytest.approx(x - tile_x)
+    assert y - tile_y == pytest.approx(x - tile_x)
+    described = grid.describe()
+    assert described.shape == grid.shape and described.stride_model_px == 32
+    assert described.cell_origin_level0[0] == pytest.approx(x - tile_x)
+    assert described.cell_size_level0_px == pytest.approx(w) and described.level == 0
 
 
 def test_select_by_tissue_fraction() -> None:
+    from wsi_pipeline.slide import SlideInfo
+    from wsi_pipeline.stages import select_tissue_cells
+
     grid = TileGrid(1536, 768, slide_mpp=1.0, patch_size=96, model_mpp=1.0)  # 8 x 16 tiles of 96 px
     mask = np.zeros((48, 96), bool)  # 16 level-0 px per mask px
     mask[:, :48] = True  # left half is tissue
     tm = TissueMask(mask, 16.0, 16.0, (1536, 768))
-    tiles = grid.tiles()
-    fractions = tm.tile_fractions(tiles.x, tiles.y, grid.tile_size0, grid.tile_size0)
-    kept = tiles.select(fractions >= 0.25)
+    slide = SlideInfo(Path("s.tif"), "test", (1536, 768), (1.0,), 1.0, "metadata")
+    kept = select_tissue_cells(slide, grid, tm, 0.25)
     assert len(kept) == 8 * 8
-    assert set(kept.cols.tolist()) == set(range(8))
-    assert np.array_equal(kept.x, kept.cols * 96.0)
+    assert set(kept[:, 1].tolist()) == set(range(8))
+    np.testing.assert_array_equal(grid.tile_boxes(kept)[:, 0], kept[:, 1] * 96.0)
+    with pytest.raises(NoTissueError, match=r"s\.tif: no tissue found"):
+        select_tissue_cells(slide, grid, TissueMask(np.zeros((48, 96), bool), 16.0, 16.0, (1536, 768)), 0.25)
 
 
 def test_invalid_geometry_is_an_option_error() -> None:
@@ -77,31 +86,34 @@ def test_invalid_geometry_is_an_option_error() -> None:
 
 
 def test_block_tiles_equal_single_tile_reads(tmp_path: Path) -> None:
+    from wsi_pipeline.inference import plan_blocks, tile_views
+    from wsi_pipeline.stages import grid_block_reader
+
     path = write_pyramidal_tiff(tmp_path / "g.tif", gradient_image(1200, 1400), 0.25, levels=3)
     with open_slide(path) as reader:
         grid = TileGrid(*reader.dimensions, slide_mpp=0.25, stride=48)
-        blocks = list(grid.iter_blocks(3))
-        assert sum((b.r1 - b.r0) * (b.c1 - b.c0) for b in blocks) == len(grid)
+        cells = np.argwhere(np.ones(grid.shape, bool))
+        blocks = plan_blocks(cells, 3)
+        assert sum(b.n_rows * b.n_cols for b in blocks) == len(grid)
         block = blocks[1]
-        image = read_region_at_mpp(
-            reader, block.x0, block.y0, block.width0, block.height0, block.out_w, block.out_h
-        )
-        assert image.shape == (block.out_h, block.out_w, 3) == (48 * 2 + 96, 48 * 2 + 96, 3)
-        rows, cols = np.meshgrid(np.arange(block.r0, block.r1), np.arange(block.c0, block.c1), indexing="ij")
-        cut = block.extract(image, rows.ravel(), cols.ravel())
-        for k, (r, c) in enumerate(zip(rows.ravel(), cols.ravel(), strict=True)):
-            x, y = grid.cell_origin(r, c)
-            single = read_region_at_mpp(reader, x, y, grid.tile_size0, grid.tile_size0, 96, 96)
-            assert np.abs(cut[k].astype(int) - single).max() <= 1
+        image = grid_block_reader(reader, grid)(block.row0, block.col0, block.n_rows, block.n_cols)
+        region = grid.block_region(block.row0, block.col0, block.n_rows, block.n_cols)
+        assert image.shape == (region.out_h, region.out_w, 3) == (48 * 2 + 96, 48 * 2 + 96, 3)
+        cut = tile_views(image, 96, 48)
+        for r in range(block.n_rows):
+            for c in range(block.n_cols):
+                x, y = grid.cell_origin(block.row0 + r, block.col0 + c)
+                single = read_region_at_mpp(reader, x, y, grid.tile_size0, grid.tile_size0, 96, 96)
+                assert np.abs(cut[r, c].astype(int) - single).max() <= 1
 
 
-def test_iter_blocks_skips_unselected_and_shrinks() -> None:
+def test_block_region_is_the_bounding_box_of_its_cells() -> None:
     grid = TileGrid(960, 960, slide_mpp=1.0, patch_size=96, model_mpp=1.0)  # 10 x 10
-    selected = np.zeros(grid.shape, bool)
-    selected[2, 3] = selected[4, 4] = True
-    blocks = list(grid.iter_blocks(5, selected))
-    assert [(b.r0, b.c0, b.r1, b.c1) for b in blocks] == [(2, 3, 5, 5)]
-    assert blocks[0].x0 == 3 * 96 and blocks[0].out_w == 96 * 2
+    region = grid.block_region(2, 3, 3, 2)  # rows 2..4, cols 3..4
+    assert (region.x0, region.y0) == (3 * 96, 2 * 96)
+    assert (region.out_w, region.out_h) == (96 * 2, 96 * 3) and region.width0 == 96 * 2
+    with pytest.raises(ValueError, match="empty block"):
+        grid.block_region(0, 0, 0, 1)
 
 
 def test_mosaic_cells_map_to_grid_cells(tmp_path: Path) -> None:
@@ -126,9 +138,31 @@ def test_mosaic_cells_map_to_grid_cells(tmp_path: Path) -> None:
 
 
 def test_slide_smaller_than_one_tile_gives_empty_grid() -> None:
+    from wsi_pipeline.inference import plan_blocks
+
     grid = TileGrid(100, 100, slide_mpp=0.5)  # a 96-px tile at 0.972 um/px needs 187 level-0 px
     tiles = grid.tiles()
     assert grid.shape == (0, 0) and len(tiles) == 0 and len(grid) == 0
-    assert list(grid.iter_blocks(4)) == []
+    assert plan_blocks(np.column_stack([tiles.rows, tiles.cols]), 4) == []
     tm = TissueMask(np.ones((10, 10), bool), 10.0, 10.0, (100, 100))
     assert tm.tile_fractions(tiles.x, tiles.y, grid.tile_size0, grid.tile_size0).shape == (0,)
+
+
+def test_plan_grid_picks_the_level_and_refuses_implausible_slides() -> None:
+    from wsi_pipeline.slide import SlideInfo
+    from wsi_pipeline.tiling import plan_grid
+
+    slide = SlideInfo(Path("x.svs"), "test", (8000, 6000), (1.0, 4.0, 16.0), 0.25, "metadata")
+    grid = plan_grid(slide, 96, 0.972, stride=48)  # 3.9 level-0 px per model px: level 1 (4x) is too coarse
+    assert (grid.level, grid.level_downsample, grid.stride) == (0, 1.0, 48)
+    assert plan_grid(dataclasses.replace(slide, mpp=0.2), 96, 0.972).level == 1  # 4.86 px per model px
+    coarse = SlideInfo(Path("thumb.tif"), "test", (8000, 6000), (1.0,), 352.0, "metadata")
+    with pytest.raises(
+        UnknownMppError, match=r"thumb\.tif: 352 um/px \(from the metadata\) is implausibly coarse"
+    ):
+        plan_grid(coarse, 96, 0.972)
+    tiny = SlideInfo(Path("tiny.tif"), "test", (100, 100), (1.0,), 0.5, "option")
+    with pytest.raises(
+        NoTissueError, match=r"tiny\.tif: slide \(100x100 px at 0.5 um/px\) is smaller than one 96"
+    ):
+        plan_grid(tiny, 96, 0.972)

@@ -1,4 +1,5 @@
-"""From tile probabilities to a heatmap, a slide score, tumour regions and a category.
+"""Stage 5 of the slide path: from tile probabilities to a heatmap, a slide score, tumour regions and
+a category (:class:`SlideAggregate`).
 
 Conventions: heatmap cell ``(row, col)`` holds the probability of grid tile ``(row, col)``;
 its footprint on the slide is the ``stride``-sized square centred on that tile, so cells tile
@@ -8,7 +9,8 @@ without tissue are NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -104,7 +106,10 @@ def categorise(largest_mm: float) -> str:
     return CATEGORY_MACRO
 
 
-@dataclass
+CATEGORIES = (CATEGORY_NONE, CATEGORY_ITC, CATEGORY_MICRO, CATEGORY_MACRO)
+
+
+@dataclass(frozen=True)
 class TumourRegion:
     """One connected tumour region; sizes in mm, cells as (row, col) grid indices."""
 
@@ -116,9 +121,10 @@ class TumourRegion:
     max_prob: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class SlideAggregate:
-    """Slide-level numbers derived from the heatmap (all sizes use the cell footprint)."""
+    """Stage 5 of the slide path: slide-level numbers derived from the heatmap (all sizes use the
+    cell footprint). Validates itself on construction."""
 
     slide_score: float
     score_method: str
@@ -127,19 +133,22 @@ class SlideAggregate:
     tumor_area_mm2: float
     largest_tumor_region_mm: float
     category: str
-    regions: list[TumourRegion] = field(default_factory=list)
-    labels: np.ndarray | None = None
+    regions: tuple[TumourRegion, ...] = ()
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "slide_score": self.slide_score,
-            "slide_score_method": self.score_method,
-            "tumor_threshold": self.tumor_threshold,
-            "n_tumor_regions": len(self.regions),
-            "tumor_area_mm2": self.tumor_area_mm2,
-            "largest_tumor_region_mm": self.largest_tumor_region_mm,
-            "category": self.category,
-        }
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regions", tuple(self.regions))
+        if not (math.isnan(self.slide_score) or 0.0 <= self.slide_score <= 1.0):
+            raise ValueError(f"slide score must be in [0, 1] (or NaN without tissue), got {self.slide_score}")
+        if not 0.0 <= self.tumor_threshold <= 1.0:
+            raise ValueError(f"tumour threshold must be in [0, 1], got {self.tumor_threshold}")
+        if self.category not in CATEGORIES:
+            raise ValueError(f"category must be one of {CATEGORIES}, got {self.category!r}")
+        if min(self.n_tissue_cells, self.tumor_area_mm2, self.largest_tumor_region_mm) < 0:
+            raise ValueError("tissue cell count and tumour sizes must not be negative")
+
+    @property
+    def n_tumor_regions(self) -> int:
+        return len(self.regions)
 
 
 def aggregate(heatmap: np.ndarray, cell_um: float, tumor_threshold: float, window: int = 3) -> SlideAggregate:
@@ -173,6 +182,5 @@ def aggregate(heatmap: np.ndarray, cell_um: float, tumor_threshold: float, windo
         tumor_area_mm2=float(sum(r.area_mm2 for r in regions)),
         largest_tumor_region_mm=float(largest_mm),
         category=categorise(largest_mm),
-        regions=regions,
-        labels=labels,
+        regions=tuple(regions),
     )

@@ -1,33 +1,35 @@
-"""The grid of model-resolution tiles over a slide, in level-0 coordinates.
+"""Stage 3 of the slide path, and the one home of slide geometry: the grid of model-resolution tiles
+over a slide in level-0 coordinates, the pyramid level reads come from, heatmap cells and blocks.
 
 A model sees ``patch_size`` px tiles at ``model_mpp`` um/px. On a slide of ``slide_mpp`` um/px one
 model pixel spans ``scale = model_mpp / slide_mpp`` level-0 px, so a tile spans
 ``tile_size0 = patch_size * scale`` and neighbouring tiles are ``stride0 = stride * scale`` apart.
+Reads come from the deepest pyramid level whose downsample does not exceed ``scale`` (``level``).
 
 Heatmap geometry: heatmap cell ``(r, c)`` holds the prediction for the tile whose top-left
-corner is ``(origin_x + c * stride0, origin_y + r * stride0)`` (level-0, fractional allowed).
-The PCam label refers to the centre ``label_size`` (32) px of that tile, i.e. the level-0 square
-starting ``label_offset0 = (patch_size - label_size) / 2 * scale`` inside the tile. With
-``stride == label_size`` these centre squares tile the slide without gaps or overlap, so cell
-``(r, c)`` exactly represents the level-0 square
-``[label_x0 + c * stride0, label_x0 + (c + 1) * stride0)`` (``label_x0 = origin_x + label_offset0``).
-Only tiles entirely inside the slide are on the grid.
+corner is ``(origin_x + c * stride0, origin_y + r * stride0)`` (level-0, fractional allowed). Its
+footprint (:class:`CellGeometry`) is the ``stride0``-sized square centred on that tile, so cells tile
+the plane without overlap (with stride = tile size the footprint is the tile itself; with stride =
+32 model px, the PCam label square). Only tiles entirely inside the slide are on the grid.
+:meth:`TileGrid.describe` is the one description of all this that outputs record.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from numbers import Real
 
 import numpy as np
 
-from wsi_pipeline.errors import OptionError
+from wsi_pipeline.errors import NoTissueError, OptionError, UnknownMppError
+from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
+from wsi_pipeline.slide.base import best_level
+from wsi_pipeline.slide.info import SlideInfo, check_mpp
 
-PCAM_MPP = 0.972  # um/px of PatchCamelyon patches (level 2 of 0.243 um/px Camelyon16 scans)
-PCAM_PATCH = 96
-PCAM_LABEL = 32
+#: Slides more than this many times coarser than the model (level-0 px per model px below it) are
+#: refused: their um/px is almost certainly wrong (e.g. a thumbnail-resolution TIFF tag).
+MIN_SCALE = 0.25
 
 _EPS = 1e-9
 
@@ -45,46 +47,82 @@ class Tiles:
     def __len__(self) -> int:
         return int(self.rows.size)
 
-    def select(self, keep: np.ndarray) -> Tiles:
-        """The tiles where the boolean (or index) array ``keep`` selects, e.g. ``fractions >= 0.25``."""
-        keep = np.asarray(keep)
-        return Tiles(self.rows[keep], self.cols[keep], self.x[keep], self.y[keep], self.tile_size0)
+
+@dataclass(frozen=True)
+class CellGeometry:
+    """Where heatmap cells lie on the slide (level-0 px): cell ``(r, c)`` covers
+    ``[x0 + c*size, x0 + (c+1)*size) x [y0 + r*size, y0 + (r+1)*size)``."""
+
+    origin_x: float
+    origin_y: float
+    size: float
+
+    def edges(self, n: int, axis: int) -> np.ndarray:
+        """The ``n + 1`` level-0 edges of ``n`` cells along ``axis`` (0: rows/y, 1: columns/x)."""
+        start = self.origin_x if axis == 1 else self.origin_y
+        return start + np.arange(n + 1, dtype=np.float64) * self.size
 
 
 @dataclass(frozen=True)
 class Block:
-    """A rectangle of grid cells ``rows [r0, r1) x cols [c0, c1)`` read as one image.
+    """A rectangle of grid cells ``rows [row0, row0 + n_rows) x cols [col0, col0 + n_cols)`` read as one
+    image, and which entries (``index``) of the caller's cell array it serves."""
 
-    Read it with ``read_region_at_mpp(reader, x0, y0, width0, height0, out_w, out_h)``; the tile of
-    cell (r, c) is then ``image[(r - r0) * stride : ... + patch, (c - c0) * stride : ... + patch]``.
-    """
+    row0: int
+    col0: int
+    n_rows: int
+    n_cols: int
+    index: np.ndarray
 
-    r0: int
-    c0: int
-    r1: int
-    c1: int
+
+@dataclass(frozen=True)
+class BlockRegion:
+    """What to read for a block: level-0 rectangle ``(x0, y0, width0, height0)`` as ``out_w x out_h``
+    model pixels (``read_region_at_mpp(reader, x0, y0, width0, height0, out_w, out_h)``)."""
+
     x0: float
     y0: float
     width0: float
     height0: float
     out_w: int
     out_h: int
-    patch_size: int
-    stride: int
 
-    def extract(self, image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Cut the (N, patch, patch, 3) tiles of cells ``(rows[k], cols[k])`` out of the block image."""
-        rows, cols = np.asarray(rows), np.asarray(cols)
-        p, s = self.patch_size, self.stride
-        out = np.empty((rows.size, p, p, image.shape[2]), dtype=image.dtype)
-        for k, (r, c) in enumerate(zip(rows - self.r0, cols - self.c0, strict=True)):
-            out[k] = image[r * s : r * s + p, c * s : c * s + p]
-        return out
+
+@dataclass(frozen=True)
+class GridDescription:
+    """The geometry outputs record (summary.json ``tiles``/``heatmap``, Zarr attributes), from
+    :meth:`TileGrid.describe`. Sizes are model px or level-0 px as named; points are ``(x, y)``."""
+
+    shape: tuple[int, int]
+    tile_size_model_px: int
+    tile_size_level0_px: float
+    stride_model_px: int
+    stride_level0_px: float
+    model_mpp: float
+    origin_level0: tuple[float, float]
+    cell_size_um: float
+    cell_size_level0_px: float
+    cell_origin_level0: tuple[float, float]
+    level: int
+    level_downsample: float
+
+    def __post_init__(self) -> None:
+        sizes = (self.tile_size_level0_px, self.stride_level0_px, self.cell_size_um, self.cell_size_level0_px)
+        positive = (
+            *sizes,
+            self.tile_size_model_px,
+            self.stride_model_px,
+            self.model_mpp,
+            self.level_downsample,
+        )
+        if len(self.shape) != 2 or min(self.shape) < 0 or self.level < 0 or not all(v > 0 for v in positive):
+            raise ValueError(f"grid description: shape, level >= 0 and sizes > 0 expected, got {self}")
 
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Regular grid of model tiles over a slide (see the module docstring for the geometry)."""
+    """Regular grid of model tiles over a slide and the pyramid level to read them from (see the
+    module docstring for the geometry). Validates itself on construction."""
 
     slide_width: int
     slide_height: int
@@ -94,24 +132,21 @@ class TileGrid:
     stride: int | None = None  # model px; None = patch_size (non-overlapping tiles)
     origin_x: float = 0.0
     origin_y: float = 0.0
-    label_size: int = PCAM_LABEL
+    level: int = 0  # pyramid level the reads come from
+    level_downsample: float = 1.0  # its downsample (level-0 px per level px)
 
     def __post_init__(self) -> None:
         if self.stride is None:
             object.__setattr__(self, "stride", self.patch_size)
-        checks = {
-            "slide mpp": self.slide_mpp,
-            "model mpp": self.model_mpp,
-            "patch size": self.patch_size,
-            "stride": self.stride,
-        }
-        for name, value in checks.items():
-            if not (value is not None and value > 0 and math.isfinite(value)):
+        check_mpp(self.slide_mpp, "slide mpp")
+        check_mpp(self.model_mpp, "model mpp")
+        for name, value in (("patch size", self.patch_size), ("stride", self.stride)):
+            if not (isinstance(value, Real) and value > 0 and math.isfinite(value)):
                 raise OptionError(f"{name} must be a positive number, got {value!r}")
         if int(self.stride) != self.stride:
             raise OptionError(f"stride must be a whole number of model pixels, got {self.stride!r}")
-        if self.label_size > self.patch_size:
-            raise OptionError(f"label size {self.label_size} exceeds patch size {self.patch_size}")
+        if self.level < 0 or not self.level_downsample > 0:
+            raise ValueError(f"level must be >= 0 with a positive downsample, got {self.level}")
 
     # -- geometry ------------------------------------------------------------
     @property
@@ -124,17 +159,13 @@ class TileGrid:
         return self.patch_size * self.scale
 
     @property
+    def stride_px(self) -> int:
+        """The stride in model px (always set)."""
+        return int(self.stride or self.patch_size)
+
+    @property
     def stride0(self) -> float:
-        return int(self.stride) * self.scale
-
-    @property
-    def label_offset0(self) -> float:
-        """Offset of the centre label square inside a tile, level-0 px."""
-        return (self.patch_size - self.label_size) / 2 * self.scale
-
-    @property
-    def label_size0(self) -> float:
-        return self.label_size * self.scale
+        return self.stride_px * self.scale
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -152,11 +183,6 @@ class TileGrid:
         """Level-0 top-left of the tile of heatmap cell (row, col)."""
         return (self.origin_x + col * self.stride0, self.origin_y + row * self.stride0)
 
-    def cell_label_box(self, row: float, col: float) -> tuple[float, float, float, float]:
-        """Level-0 ``(x, y, w, h)`` of the centre label square of cell (row, col)'s tile."""
-        x, y = self.cell_origin(row, col)
-        return (x + self.label_offset0, y + self.label_offset0, self.label_size0, self.label_size0)
-
     def tiles(self) -> Tiles:
         """All cells of the grid in row-major order."""
         rows, cols = self.shape
@@ -167,73 +193,88 @@ class TileGrid:
             rr, cc, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), self.tile_size0
         )
 
+    def tile_boxes(self, cells: np.ndarray) -> np.ndarray:
+        """Level-0 ``(minx, miny, width, height)`` of the tiles of ``cells`` (row, col)."""
+        x, y = self.cell_origin(cells[:, 0].astype(np.float64), cells[:, 1].astype(np.float64))
+        size = np.full(len(cells), self.tile_size0)
+        return np.column_stack([x, y, size, size])
+
+    # -- heatmap cells -----------------------------------------------------------
+    @property
+    def cell_size0(self) -> float:
+        """Side of a heatmap cell's footprint, level-0 px (the stride)."""
+        return float(self.stride0)
+
+    @property
+    def cell_um(self) -> float:
+        return self.cell_size0 * float(self.slide_mpp)
+
+    def cell_geometry(self) -> CellGeometry:
+        """Cell footprints: stride-sized squares centred on their tiles (= the tile at stride = patch)."""
+        inset = (self.tile_size0 - self.stride0) / 2.0
+        return CellGeometry(self.origin_x + inset, self.origin_y + inset, self.cell_size0)
+
     # -- block reads -----------------------------------------------------------
-    def block(self, r0: int, c0: int, r1: int, c1: int) -> Block:
-        """Geometry to read cells ``rows [r0, r1) x cols [c0, c1)`` as one model-resolution image."""
-        if not (r1 > r0 and c1 > c0):
-            raise ValueError(f"empty block rows [{r0}, {r1}) cols [{c0}, {c1})")
-        stride = int(self.stride)
-        out_w = (c1 - c0 - 1) * stride + self.patch_size
-        out_h = (r1 - r0 - 1) * stride + self.patch_size
-        x0, y0 = self.cell_origin(r0, c0)
-        return Block(
-            r0,
-            c0,
-            r1,
-            c1,
-            x0,
-            y0,
-            out_w * self.scale,
-            out_h * self.scale,
-            out_w,
-            out_h,
-            self.patch_size,
-            stride,
+    def block_region(self, row0: int, col0: int, n_rows: int, n_cols: int) -> BlockRegion:
+        """What to read for cells ``rows [row0, row0 + n_rows) x cols [col0, col0 + n_cols)`` as one
+        model-resolution image; the tile of cell (r, c) is then
+        ``image[(r - row0) * stride :][:patch, (c - col0) * stride :][:, :patch]``."""
+        if n_rows < 1 or n_cols < 1:
+            raise ValueError(f"empty block of {n_rows} x {n_cols} cells at ({row0}, {col0})")
+        out_w = (n_cols - 1) * self.stride_px + self.patch_size
+        out_h = (n_rows - 1) * self.stride_px + self.patch_size
+        x0, y0 = self.cell_origin(row0, col0)
+        return BlockRegion(x0, y0, out_w * self.scale, out_h * self.scale, out_w, out_h)
+
+    def describe(self) -> GridDescription:
+        """The geometry that summary.json and the heatmap's Zarr attributes record."""
+        geometry = self.cell_geometry()
+        return GridDescription(
+            shape=self.shape,
+            tile_size_model_px=int(self.patch_size),
+            tile_size_level0_px=float(self.tile_size0),
+            stride_model_px=self.stride_px,
+            stride_level0_px=float(self.stride0),
+            model_mpp=float(self.model_mpp),
+            origin_level0=(float(self.origin_x), float(self.origin_y)),
+            cell_size_um=self.cell_um,
+            cell_size_level0_px=self.cell_size0,
+            cell_origin_level0=(geometry.origin_x, geometry.origin_y),
+            level=int(self.level),
+            level_downsample=float(self.level_downsample),
         )
 
-    def iter_blocks(self, cells_per_side: int, selected: np.ndarray | None = None) -> Iterator[Block]:
-        """Blocks of up to ``cells_per_side`` x ``cells_per_side`` cells covering the grid, row-major.
 
-        ``selected`` (bool, grid shape) skips blocks holding no selected cell and shrinks each block
-        to the bounding box of its selected cells.
-        """
-        rows, cols = self.shape
-        n = max(1, int(cells_per_side))
-        for r0 in range(0, rows, n):
-            for c0 in range(0, cols, n):
-                r1, c1 = min(r0 + n, rows), min(c0 + n, cols)
-                if selected is None:
-                    yield self.block(r0, c0, r1, c1)
-                    continue
-                sub = np.asarray(selected)[r0:r1, c0:c1]
-                if not sub.any():
-                    continue
-                rr, cc = np.nonzero(sub)
-                yield self.block(r0 + rr.min(), c0 + cc.min(), r0 + rr.max() + 1, c0 + cc.max() + 1)
-
-    def attrs(self) -> dict[str, Any]:
-        """JSON-ready description of the geometry (for Zarr attributes / summary.json)."""
-        rows, cols = self.shape
-        return {
-            "grid_shape": [rows, cols],
-            "slide_size": [self.slide_width, self.slide_height],
-            "slide_mpp": self.slide_mpp,
-            "model_mpp": self.model_mpp,
-            "patch_size": self.patch_size,
-            "stride": int(self.stride),
-            "label_size": self.label_size,
-            "level0_px_per_model_px": self.scale,
-            "tile_size_level0": self.tile_size0,
-            "stride_level0": self.stride0,
-            "cell_origin_level0": [self.origin_x, self.origin_y],
-            "label_offset_level0": self.label_offset0,
-            "label_size_level0": self.label_size0,
-            "cell_geometry": (
-                "cell (r, c) = tile with level-0 top-left (cell_origin_level0 + (c, r) * stride_level0), "
-                "size tile_size_level0; its label region is the centre label_size model px, at "
-                "label_offset_level0 inside the tile"
-            ),
-        }
+def plan_grid(slide: SlideInfo, patch_size: int, model_mpp: float, stride: int | None = None) -> TileGrid:
+    """The grid of ``patch_size`` px tiles at ``model_mpp`` um/px over ``slide`` and the level reads
+    use. :class:`UnknownMppError` when the slide's um/px is implausibly coarse for the model,
+    :class:`NoTissueError` when not even one tile fits."""
+    patch = int(patch_size)
+    width, height = slide.dimensions
+    level = best_level(slide.level_downsamples, float(model_mpp) / slide.mpp)
+    grid = TileGrid(
+        slide_width=width,
+        slide_height=height,
+        slide_mpp=slide.mpp,
+        patch_size=patch,
+        model_mpp=float(model_mpp),
+        stride=int(stride) if stride else patch,
+        level=level,
+        level_downsample=slide.level_downsamples[level],
+    )
+    if grid.scale < MIN_SCALE:
+        source = "--mpp" if slide.mpp_source == "option" else "from the metadata"
+        raise UnknownMppError(
+            f"{slide.shown_path}: {slide.mpp:g} um/px ({source}) is implausibly coarse for a "
+            f"{grid.model_mpp:g} um/px model (a {patch} px tile would span "
+            f"{grid.tile_size0:.2f} slide px); give the right value with --mpp"
+        )
+    if len(grid) == 0:
+        raise NoTissueError(
+            f"{slide.shown_path}: slide ({width}x{height} px at {slide.mpp:g} um/px) "
+            f"is smaller than one {patch} px tile at {grid.model_mpp:g} um/px"
+        )
+    return grid
 
 
 def _count(extent: float, tile: float, stride: float) -> int:

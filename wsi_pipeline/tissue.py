@@ -9,18 +9,14 @@ this level-0 rectangle is tissue" for many tiles at once through an integral ima
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
-import shapely
 from scipy import ndimage
-from shapely.geometry import MultiPolygon, Polygon
 from skimage.filters import gaussian, threshold_otsu
-from skimage.measure import find_contours
 from skimage.morphology import disk
 
-from wsi_pipeline.errors import NoTissueError
 from wsi_pipeline.slide.base import SlideReader
 from wsi_pipeline.slide.regions import thumbnail
 
@@ -40,17 +36,25 @@ class TissueParams:
     max_hole_um2: float = 5000.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class TissueMask:
-    """Boolean tissue mask with its geometry: mask pixel (i, j) covers level-0
-    ``[j*scale_x, (j+1)*scale_x) x [i*scale_y, (i+1)*scale_y)``."""
+    """Stage 2 of the slide path: a boolean tissue mask with its geometry. Mask pixel (i, j) covers
+    level-0 ``[j*scale_x, (j+1)*scale_x) x [i*scale_y, (i+1)*scale_y)``."""
 
     mask: np.ndarray
     scale_x: float
     scale_y: float
     slide_size: tuple[int, int]
     threshold: float = float("nan")  # saturation threshold used
-    _integral: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        mask = np.asarray(self.mask)
+        if mask.ndim != 2 or mask.dtype != np.bool_:
+            raise ValueError(f"tissue mask must be a 2-D boolean array, got {mask.dtype} {mask.shape}")
+        if not (self.scale_x > 0 and self.scale_y > 0):
+            raise ValueError(f"tissue mask scales must be > 0, got {self.scale_x}, {self.scale_y}")
+        object.__setattr__(self, "mask", mask)
+        object.__setattr__(self, "slide_size", (int(self.slide_size[0]), int(self.slide_size[1])))
 
     @property
     def scale(self) -> float:
@@ -65,12 +69,12 @@ class TissueMask:
     def tissue_fraction(self) -> float:
         return float(self.mask.mean()) if self.mask.size else 0.0
 
-    def _table(self) -> np.ndarray:
-        if self._integral is None:
-            table = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), dtype=np.int64)
-            table[1:, 1:] = self.mask.astype(np.int64).cumsum(0).cumsum(1)
-            self._integral = table
-        return self._integral
+    @cached_property
+    def _integral(self) -> np.ndarray:
+        """The integral image of the mask, computed on first use."""
+        table = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), dtype=np.int64)
+        table[1:, 1:] = self.mask.astype(np.int64).cumsum(0).cumsum(1)
+        return table
 
     def tile_fractions(self, xs: np.ndarray, ys: np.ndarray, w0: float, h0: float) -> np.ndarray:
         """Tissue fraction (0..1) of each level-0 rectangle ``(xs[k], ys[k], w0, h0)``, vectorised.
@@ -86,56 +90,13 @@ class TissueMask:
         area = (j1 - j0) * (i1 - i0)
         cj0, cj1 = np.clip(j0, 0, width), np.clip(j1, 0, width)
         ci0, ci1 = np.clip(i0, 0, height), np.clip(i1, 0, height)
-        table = self._table()
+        table = self._integral
         inside = table[ci1, cj1] - table[ci0, cj1] - table[ci1, cj0] + table[ci0, cj0]
         return inside / area
 
     def fraction_in(self, x0: float, y0: float, w0: float, h0: float) -> float:
         """Tissue fraction of one level-0 rectangle."""
         return float(self.tile_fractions(np.array([x0]), np.array([y0]), w0, h0)[0])
-
-    def polygons(self, simplify: float = 0.0) -> MultiPolygon:
-        """Tissue outline as a shapely MultiPolygon (with holes) in level-0 pixel coordinates."""
-        padded = np.pad(self.mask.astype(np.float32), 1)
-        rings: list[np.ndarray] = []
-        signed: list[float] = []
-        for contour in find_contours(padded, 0.5):
-            if len(contour) < 4:
-                continue
-            xy = np.column_stack([(contour[:, 1] - 0.5) * self.scale_x, (contour[:, 0] - 0.5) * self.scale_y])
-            x, y = xy[:, 0], xy[:, 1]
-            area = 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
-            if area != 0.0:
-                rings.append(xy)
-                signed.append(area)
-        if not rings:
-            return MultiPolygon([])
-        # Contours wind one way around tissue and the other way around holes; the largest ring is
-        # always an outer boundary because the mask is padded with background.
-        shell_sign = np.sign(signed[int(np.argmax(np.abs(signed)))])
-        shells = [Polygon(r) for r, a in zip(rings, signed, strict=True) if np.sign(a) == shell_sign]
-        holes = [Polygon(r) for r, a in zip(rings, signed, strict=True) if np.sign(a) != shell_sign]
-        children: list[list] = [[] for _ in shells]
-        if holes:
-            tree = shapely.STRtree(shells)
-            areas = np.array([shell.area for shell in shells])
-            hole_idx, shell_idx = tree.query(holes, predicate="within")
-            parent: dict[int, int] = {}
-            for h, sh in zip(hole_idx.tolist(), shell_idx.tolist(), strict=True):
-                if h not in parent or areas[sh] < areas[parent[h]]:
-                    parent[h] = sh  # the smallest enclosing shell is the direct parent
-            for h, sh in parent.items():
-                children[sh].append(holes[h].exterior.coords)
-        polys: list[Polygon] = []
-        for shell, inner in zip(shells, children, strict=True):
-            poly = Polygon(shell.exterior.coords, inner)
-            if simplify > 0:
-                poly = poly.simplify(simplify)
-            if not poly.is_valid:
-                poly = shapely.make_valid(poly)
-            parts = poly.geoms if hasattr(poly, "geoms") else [poly]
-            polys.extend(p for p in parts if isinstance(p, Polygon) and not p.is_empty)
-        return MultiPolygon(polys)
 
 
 def _span(starts: np.ndarray, length: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -215,10 +176,3 @@ def detect_tissue(
     um_per_px = mpp * (scale_x + scale_y) / 2 if mpp else None
     mask, threshold = tissue_mask_from_rgb(thumb, um_per_px, params)
     return TissueMask(mask, scale_x, scale_y, (width, height), threshold)
-
-
-def require_tissue(mask: TissueMask, slide: str | Path) -> TissueMask:
-    """Return ``mask``, or raise :class:`NoTissueError` naming the slide when it holds no tissue."""
-    if mask.is_empty:
-        raise NoTissueError(f"{slide}: no tissue found (the slide looks like blank glass)")
-    return mask

@@ -6,12 +6,10 @@ see docs/batch.md.
 
 from __future__ import annotations
 
-from typing import Any
-
 __all__ = ["BatchReport", "SlideRow", "run_batch"]
 
 
-def __getattr__(name: str) -> Any:  # lazy: importing the package must not start dask/torch
+def __getattr__(name: str) -> object:  # lazy: importing the package must not start dask/torch
     if name == "run_batch":
         from wsi_pipeline.batch.runner import run_batch
 

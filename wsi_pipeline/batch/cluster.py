@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wsi_pipeline.errors import OptionError
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 #: Environment variable read by the slide task to size torch's thread pool.
 TORCH_THREADS_ENV = "WSI_TORCH_THREADS"
@@ -86,7 +89,7 @@ def plan_workers(
 
 def start_local_cluster(
     plan: ClusterPlan, allowed_failures: int = DEFAULT_ALLOWED_FAILURES, dashboard_address: str | None = ":0"
-) -> Any:
+) -> LocalCluster:
     """Start a ``LocalCluster`` of worker processes, each with its own environment (GPU pinning)."""
     from distributed import LocalCluster
     from distributed.worker_memory import parse_memory_limit
@@ -117,8 +120,8 @@ def open_client(
     plan: ClusterPlan | None,
     allowed_failures: int = DEFAULT_ALLOWED_FAILURES,
     connect_timeout: float = 30.0,
-    echo: Any = print,
-) -> Iterator[Any]:
+    echo: Callable[[str], object] = print,
+) -> Iterator[Client]:
     """Yield a ``distributed.Client``: connected to ``scheduler`` or to a new local cluster."""
     from distributed import Client
 

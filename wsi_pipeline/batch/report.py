@@ -7,9 +7,8 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from wsi_pipeline.writers import write_text_atomic
+from wsi_pipeline.files import JsonDict, json_safe, write_text_atomic
 
 CSV_NAME = "run_summary.csv"
 JSON_NAME = "run_summary.json"
@@ -79,7 +78,7 @@ class BatchReport:
                 return row
         raise KeyError(str(slide))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return {
             "n_slides": len(self.rows),
             "n_done": self.n_done,
@@ -89,7 +88,7 @@ class BatchReport:
             "wall_seconds": round(self.wall_seconds, 3),
             "params_hash": self.params_hash,
             "stale_temp_removed": self.stale_removed,
-            "slides": [asdict(row) for row in self.rows],
+            "slides": [json_safe(asdict(row)) for row in self.rows],
         }
 
     def one_line(self) -> str:
@@ -99,7 +98,7 @@ class BatchReport:
         )
 
 
-def _csv_cell(value: Any) -> Any:
+def _csv_cell(value: str | float | None) -> str | float:
     return "" if value is None else value
 
 

@@ -1,44 +1,36 @@
 """Resume support: which slides already have complete, matching outputs; stale temp cleanup.
 
-A slide is skipped when ``OUT/<stem>/summary.json`` parses, all five outputs exist, and its
-``params_hash`` (model weights + result-changing options) equals the new run's. Everything else
-is redone. Temporary folders left by killed runs are removed before (and after) a run.
+A slide is skipped when all its outputs exist, ``OUT/<stem>/summary.json`` reads back as a complete
+:class:`~wsi_pipeline.summary.SlideSummary`, and its ``params_hash`` (model weights + result-changing
+options) equals the new run's. Everything else is redone. Temporary folders left by killed runs are
+removed before (and after) a run.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from wsi_pipeline.writers import OUTPUT_NAMES, SUMMARY_NAME, TEMP_MARKER
+from wsi_pipeline.files import TEMP_MARKER, slide_out_dir
+from wsi_pipeline.outputs import OUTPUT_NAMES, read_summary
+from wsi_pipeline.summary import SlideSummary
 
-__all__ = ["OUTPUT_NAMES", "TEMP_MARKER", "ResumePlan", "clean_stale_temp", "is_up_to_date", "plan_resume"]
-
-
-def slide_out_dir(out_root: Path, slide: Path) -> Path:
-    """Where a slide's outputs go: ``OUT/<slide stem>``."""
-    return Path(out_root) / Path(slide).stem
+__all__ = ["ResumePlan", "clean_stale_temp", "is_up_to_date", "plan_resume", "read_complete_summary"]
 
 
-def read_complete_summary(out_dir: Path) -> dict[str, Any] | None:
+def read_complete_summary(out_dir: Path) -> SlideSummary | None:
     """The slide's summary when its output folder is complete, else ``None``."""
     out_dir = Path(out_dir)
     if not all((out_dir / name).exists() for name in OUTPUT_NAMES):
         return None
-    try:
-        summary = json.loads((out_dir / SUMMARY_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
+    return read_summary(out_dir)
 
 
-def is_up_to_date(out_dir: Path, params_hash: str) -> dict[str, Any] | None:
+def is_up_to_date(out_dir: Path, params_hash: str) -> SlideSummary | None:
     """The summary when ``out_dir`` is complete and made with ``params_hash``, else ``None``."""
     summary = read_complete_summary(out_dir)
-    if summary is None or not params_hash or summary.get("params_hash") != params_hash:
+    if summary is None or not params_hash or summary.params_hash != params_hash:
         return None
     return summary
 
@@ -48,13 +40,13 @@ class ResumePlan:
     """Slides to run and slides whose outputs can be kept (with their summaries)."""
 
     todo: list[Path]
-    skipped: dict[Path, dict[str, Any]]
+    skipped: dict[Path, SlideSummary]
 
 
 def plan_resume(slides: list[Path], out_root: Path, params_hash: str, resume: bool = True) -> ResumePlan:
     """Split ``slides`` into those to (re)do and those already done with the same parameters."""
     todo: list[Path] = []
-    skipped: dict[Path, dict[str, Any]] = {}
+    skipped: dict[Path, SlideSummary] = {}
     for slide in slides:
         summary = is_up_to_date(slide_out_dir(out_root, slide), params_hash) if resume else None
         if summary is None:

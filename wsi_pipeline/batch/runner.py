@@ -6,44 +6,27 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wsi_pipeline.batch.cluster import DEFAULT_ALLOWED_FAILURES, open_client, plan_workers
 from wsi_pipeline.batch.report import BatchReport, SlideRow, write_run_summary
 from wsi_pipeline.batch.resume import clean_stale_temp, plan_resume
 from wsi_pipeline.batch.worker import process_slide
+from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.errors import OptionError, OutputError, one_line
-from wsi_pipeline.pipeline import InferenceOptions
-from wsi_pipeline.writers import check_unique_stems
+from wsi_pipeline.files import check_unique_stems
+from wsi_pipeline.models.io import load_model, model_folder
+from wsi_pipeline.options import InferenceOptions, params_hash
 
-Echo = Callable[[str], Any]
+if TYPE_CHECKING:
+    from distributed import Client
 
-
-def check_device(device: str, local: bool) -> None:
-    """Fail early on a bad ``--device``: fully on a local cluster, by syntax for a remote one."""
-    from wsi_pipeline.inference import resolve_device
-
-    if local:
-        resolve_device(device)
-        return
-    name = (device or "").strip().lower()
-    index = name.partition(":")[2]
-    if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and index.isdigit())):
-        raise OptionError(f"--device: unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
+Echo = Callable[[str], object]
 
 
 def resolve_model_path(model_path: str | Path | None) -> Path:
     """Absolute model folder (workers on other nodes need a path, not ``None``)."""
-    from wsi_pipeline.models.io import model_folder
-
     return model_folder(model_path).resolve()
-
-
-def compute_params_hash(model: Any, options: InferenceOptions) -> str:
-    """The hash ``run_slide`` records in summary.json for this model and these options."""
-    from wsi_pipeline.pipeline import params_hash
-
-    return params_hash(model, options)
 
 
 def _failure_text(slide: Path, exc: BaseException) -> str:
@@ -54,20 +37,8 @@ def _failure_text(slide: Path, exc: BaseException) -> str:
     return f"{slide}: {type(exc).__name__}: {one_line(exc)}"
 
 
-def _row_from_outcome(slide: Path, outcome: dict[str, Any]) -> SlideRow:
-    return SlideRow(
-        slide=str(slide),
-        status=outcome["status"],
-        slide_score=outcome.get("slide_score"),
-        n_tiles_tissue=outcome.get("n_tiles_tissue"),
-        seconds=outcome.get("seconds"),
-        error=outcome.get("error") or "",
-        worker=outcome.get("worker") or "",
-    )
-
-
 def _submit_and_gather(
-    client: Any,
+    client: Client,
     todo: list[Path],
     out_root: Path,
     options: InferenceOptions,
@@ -85,7 +56,7 @@ def _submit_and_gather(
             process_slide,
             str(slide.absolute()),  # workers may run in another folder or on another node
             str(out_root.absolute()),
-            options.to_dict(),
+            options,
             str(model_path),
             torch_threads,
             key=f"wsi-slide-{i}-{slide.stem}-{stamp}",
@@ -100,7 +71,7 @@ def _submit_and_gather(
             slide = futures[future]
             exc = future.exception()
             if exc is None:
-                rows[slide] = _row_from_outcome(slide, future.result())
+                rows[slide] = future.result()
             else:
                 rows[slide] = SlideRow(slide=str(slide), status="failed", error=_failure_text(slide, exc))
             n_failed = sum(r.status == "failed" for r in rows.values())
@@ -139,16 +110,14 @@ def run_batch(
     ``run_summary.csv``/``.json`` into ``out_root`` and returns the report. Progress goes to
     ``echo``, one ``error: ...`` line per failed slide to ``echo_err`` (default: stderr).
     """
-    from wsi_pipeline.models.io import load_model
-
     started = time.perf_counter()
     options = options or InferenceOptions()
     if workers is not None and scheduler:
         raise OptionError(
             "--workers starts a local cluster; with --scheduler the cluster's own workers are used"
         )
-    options.validate()
-    check_device(options.device, local=scheduler is None)
+    if scheduler is None:  # local workers: the device must exist here (InferenceOptions checked its syntax)
+        resolve_device(options.device)
     slide_paths = [Path(s) for s in slides]
     if not slide_paths:
         raise OptionError("no slides to process")
@@ -160,22 +129,22 @@ def run_batch(
         raise OutputError(f"{out_root}: cannot create output folder: {exc}") from exc
 
     model_dir = resolve_model_path(model_path)
-    params_hash = compute_params_hash(load_model(model_dir, device="cpu"), options)
+    run_hash = params_hash(load_model(model_dir, device="cpu"), options)
     stale = clean_stale_temp(out_root)
     if stale:
         echo(f"Removed {len(stale)} stale temporary folder(s) left by an earlier interrupted run.")
-    plan = plan_resume(slide_paths, out_root, params_hash, resume=resume)
+    plan = plan_resume(slide_paths, out_root, run_hash, resume=resume)
     if plan.skipped:
         echo(f"Skipped {len(plan.skipped)} slide(s) already done with the same model and parameters.")
 
-    report = BatchReport(out_root=out_root, params_hash=params_hash, stale_removed=len(stale))
+    report = BatchReport(out_root=out_root, params_hash=run_hash, stale_removed=len(stale))
     rows: dict[Path, SlideRow] = {}
     for slide, summary in plan.skipped.items():
         rows[slide] = SlideRow(
             slide=str(slide),
             status="skipped",
-            slide_score=summary.get("slide_score"),
-            n_tiles_tissue=summary.get("n_tiles_tissue"),
+            slide_score=summary.slide_score,
+            n_tiles_tissue=summary.n_tiles_tissue,
             seconds=0.0,
         )
     if plan.todo:

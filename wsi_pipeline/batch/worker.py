@@ -13,12 +13,18 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+
+import torch
 
 from wsi_pipeline.batch.cluster import TORCH_THREADS_ENV
-from wsi_pipeline.errors import WsiPipelineError, one_line, one_line_error  # noqa: F401  (one_line re-exported)
+from wsi_pipeline.batch.report import SlideRow
+from wsi_pipeline.devices import resolve_device
+from wsi_pipeline.errors import WsiPipelineError, one_line_error
+from wsi_pipeline.models.io import LoadedModel, load_model
+from wsi_pipeline.options import InferenceOptions
+from wsi_pipeline.pipeline import run_slide
 
-_MODEL_CACHE: dict[tuple[str, str], Any] = {}
+_MODEL_CACHE: dict[tuple[str, str], LoadedModel] = {}
 _LOCK = threading.Lock()
 
 
@@ -27,19 +33,13 @@ def configure_torch_threads(threads: int | None) -> None:
     if threads is None:
         env = os.environ.get(TORCH_THREADS_ENV, "")
         threads = int(env) if env.isdigit() and int(env) > 0 else None
-    if threads is None:
-        return
-    import torch
-
-    if torch.get_num_threads() != threads:
+    if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
 
-def get_model(model_path: str | None, device: Any) -> Any:
+def get_model(model_path: str | None, device: torch.device) -> LoadedModel:
     """This process's cached :class:`LoadedModel` for ``(model_path, device)``."""
-    from wsi_pipeline.models.io import load_model
-
-    key = (str(model_path), device)
+    key = (str(model_path), str(device))
     with _LOCK:
         model = _MODEL_CACHE.get(key)
         if model is None:
@@ -51,36 +51,21 @@ def get_model(model_path: str | None, device: Any) -> Any:
 def process_slide(
     slide_path: str,
     out_root: str,
-    options: dict[str, Any],
+    options: InferenceOptions,
     model_path: str | None,
     torch_threads: int | None = None,
-) -> dict[str, Any]:
-    """Run one slide; return a small, picklable dict describing the outcome."""
-    from wsi_pipeline.inference import resolve_device
-    from wsi_pipeline.pipeline import InferenceOptions, run_slide
-
+) -> SlideRow:
+    """Run one slide; return its (small, picklable) row of the run summary."""
     start = time.perf_counter()
-    outcome: dict[str, Any] = {
-        "slide": slide_path,
-        "status": "failed",
-        "slide_score": None,
-        "n_tiles_tissue": None,
-        "seconds": None,
-        "error": "",
-        "worker": f"{socket.gethostname()}:{os.getpid()}",
-    }
+    worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
         configure_torch_threads(torch_threads)
-        opts = InferenceOptions(**options)
-        model = get_model(model_path, resolve_device(opts.device))
-        result = run_slide(Path(slide_path), Path(out_root), opts, model)
-        summary = result.summary or {}
-        outcome.update(
-            status="done",
-            slide_score=summary.get("slide_score"),
-            n_tiles_tissue=summary.get("n_tiles_tissue"),
-        )
+        model = get_model(model_path, resolve_device(options.device))
+        summary = run_slide(Path(slide_path), Path(out_root), options, model).summary
     except WsiPipelineError as exc:
-        outcome["error"] = one_line_error(slide_path, exc)
-    outcome["seconds"] = round(time.perf_counter() - start, 3)
-    return outcome
+        seconds = round(time.perf_counter() - start, 3)
+        return SlideRow(
+            slide_path, "failed", seconds=seconds, error=one_line_error(slide_path, exc), worker=worker
+        )
+    seconds = round(time.perf_counter() - start, 3)
+    return SlideRow(slide_path, "done", summary.slide_score, summary.n_tiles_tissue, seconds, worker=worker)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from wsi_pipeline.cli.common import device_option, model_option
+
 DEFAULT_DEMO_OUT = Path("results")
 
 
@@ -19,8 +21,8 @@ DEFAULT_DEMO_OUT = Path("results")
     show_default=True,
     help="Output folder.",
 )
-@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None, help="Model folder.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@model_option()
+@device_option()
 def demo_command(out_root: Path, model_path: Path | None, device: str) -> None:
     """Fetch the CMU-1-Small-Region demo slide (once, cached) and analyse it with the default model.
 
@@ -29,17 +31,19 @@ def demo_command(out_root: Path, model_path: Path | None, device: str) -> None:
     """
     from wsi_pipeline.cli.infer import load_inference_model
     from wsi_pipeline.demo import fetch_demo_slide
-    from wsi_pipeline.pipeline import InferenceOptions, run_slide
+    from wsi_pipeline.options import InferenceOptions
+    from wsi_pipeline.pipeline import run_slide
 
+    options = InferenceOptions(device=device)
     model = load_inference_model(model_path, device)
     slide = fetch_demo_slide()
     click.echo(f"demo slide: {slide}")
-    result = run_slide(slide, out_root, InferenceOptions(device=device), model)
+    result = run_slide(slide, out_root, options, model)
     s = result.summary
     click.echo(
-        f"slide score {s['slide_score']:.3f} ({s['category']}; {s['n_tiles_tissue']} tissue tiles, "
-        f"{s['timings']['total_s']:.1f} s)"
+        f"slide score {s.slide_score:.3f} ({s.category}; {s.n_tiles_tissue} tissue tiles, "
+        f"{s.timings.total_s:.1f} s)"
     )
     click.echo(f"outputs in {result.out_dir.resolve()}:")
-    for name in s.get("outputs", []):
+    for name in s.outputs:
         click.echo(f"  {name}")

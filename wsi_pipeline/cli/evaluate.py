@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from wsi_pipeline.cli.common import run_cli
+from wsi_pipeline.cli.common import device_option, model_option, run_cli
 from wsi_pipeline.errors import OptionError
-from wsi_pipeline.writers import write_text_atomic
+from wsi_pipeline.files import write_text_atomic
 
 
 def _predictions_csv(ids: list[str], labels, probs) -> str:
@@ -35,13 +35,7 @@ def _predictions_csv(ids: list[str], labels, probs) -> str:
 @click.option(
     "--split", type=click.Choice(["train", "valid", "test"]), default=None, help="PCam split to use."
 )
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Model folder (model.safetensors + config.json); default: the shipped model.",
-)
+@model_option()
 @click.option("--sample", type=int, default=None, help="Evaluate a seeded stratified sample of N patches.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --sample and the bootstrap.")
 @click.option("--tta", is_flag=True, help="Average the 8 flips/rotations of each patch (8x slower).")
@@ -59,7 +53,7 @@ def _predictions_csv(ids: list[str], labels, probs) -> str:
     help="Write per-patch probabilities as CSV (id,label,prob_tumor).",
 )
 @click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def evaluate_command(
@@ -80,7 +74,8 @@ def evaluate_command(
     """Evaluate a patch classifier: classification report, accuracy and AUC with 95 % bootstrap
     intervals, and the confusion matrix at threshold 0.5."""
     from wsi_pipeline.data import open_patch_dataset
-    from wsi_pipeline.evaluation import evaluate_model, format_report, resolve_device
+    from wsi_pipeline.devices import resolve_device
+    from wsi_pipeline.evaluation import evaluate_model, format_report
     from wsi_pipeline.models import load_model
 
     if sample is not None and sample <= 0:
@@ -102,7 +97,7 @@ def evaluate_command(
         n_boot=n_boot,
         progress=not no_progress,
     )
-    result.info["device"] = torch_device
+    result.info["device"] = str(torch_device)
     if split:
         result.info["data"]["split"] = split
     summary = result.to_dict()

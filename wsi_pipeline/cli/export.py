@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from wsi_pipeline.cli.common import model_option
 from wsi_pipeline.export import FORMATS
 
 
@@ -18,13 +19,7 @@ from wsi_pipeline.export import FORMATS
     show_default=True,
     help="torchscript (loadable by wsinfer) or onnx.",
 )
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Model folder (model.safetensors + config.json); default: the shipped model.",
-)
+@model_option(dest="model_dir")
 @click.option(
     "-o",
     "--output",

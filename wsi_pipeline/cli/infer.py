@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
+from tqdm import tqdm
 
-from wsi_pipeline.cli.common import run_cli
+from wsi_pipeline.cli.common import MppType, device_option, model_option, run_cli
 from wsi_pipeline.errors import OptionError, WsiPipelineError, one_line_error
-from wsi_pipeline.writers import check_unique_stems
+from wsi_pipeline.files import check_unique_stems
+
+if TYPE_CHECKING:
+    from wsi_pipeline.models.io import LoadedModel
+    from wsi_pipeline.options import InferenceOptions
+    from wsi_pipeline.result import SlideResult
 
 #: File extensions picked up when a directory is given (OpenSlide formats + generic/OME TIFF + DICOM).
 SLIDE_EXTENSIONS = (
@@ -30,7 +35,7 @@ SLIDE_EXTENSIONS = (
 )
 DEFAULT_OUT = Path("results")
 
-Echo = Callable[[str], Any]
+Echo = Callable[[str], object]
 
 
 def expand_slide_paths(inputs: Iterable[Path]) -> list[Path]:
@@ -48,49 +53,35 @@ def expand_slide_paths(inputs: Iterable[Path]) -> list[Path]:
     return slides
 
 
-@dataclass
-class InferOutcome:
-    """What happened to each slide of one ``wsi-infer`` call."""
-
-    done: list[Any] = field(default_factory=list)  # SlideResult
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def infer_slides(
-    slides: Sequence[Path],
+def infer_one(
+    slide: Path,
     out_root: Path,
-    options: Any,
-    model: Any,
+    options: InferenceOptions,
+    model: LoadedModel,
     echo: Echo = click.echo,
     echo_err: Echo | None = None,
     progress: bool = True,
-) -> InferOutcome:
-    """Run :func:`~wsi_pipeline.pipeline.run_slide` on each slide in turn.
+) -> SlideResult | None:
+    """Run :func:`~wsi_pipeline.pipeline.run_slide` on one slide in this process, reporting one line.
 
-    A bad slide (any :class:`WsiPipelineError`) costs one line on stderr and the loop goes on.
+    A bad slide (any :class:`WsiPipelineError`) costs one ``error:`` line on stderr and gives ``None``.
     """
     from wsi_pipeline.pipeline import run_slide
 
-    echo_err = echo_err or (lambda text: click.echo(text, err=True))
-    outcome = InferOutcome()
-    for slide in slides:
-        bar = _ProgressBar(slide.name, enabled=progress)
-        try:
-            result = run_slide(slide, out_root, options, model, progress=bar.update)
-        except WsiPipelineError as exc:
-            bar.close()
-            message = one_line_error(slide, exc)
-            outcome.failed.append((slide, message))
-            echo_err(f"error: {message}")
-            continue
+    bar = _ProgressBar(slide.name, enabled=progress)
+    try:
+        result = run_slide(slide, out_root, options, model, progress=bar.update)
+    except WsiPipelineError as exc:
         bar.close()
-        outcome.done.append(result)
-        s = result.summary
-        echo(
-            f"{slide.name}: slide_score {s['slide_score']:.3f}, {s['category']}, "
-            f"{s['n_tiles_tissue']} tissue tiles -> {result.out_dir}"
-        )
-    return outcome
+        (echo_err or (lambda text: click.echo(text, err=True)))(f"error: {one_line_error(slide, exc)}")
+        return None
+    bar.close()
+    s = result.summary
+    echo(
+        f"{slide.name}: slide_score {s.slide_score:.3f}, {s.category}, "
+        f"{s.n_tiles_tissue} tissue tiles -> {result.out_dir}"
+    )
+    return result
 
 
 class _ProgressBar:
@@ -99,14 +90,12 @@ class _ProgressBar:
     def __init__(self, name: str, enabled: bool) -> None:
         self.name = name
         self.enabled = enabled
-        self.bar: Any = None
+        self.bar: tqdm | None = None
 
     def update(self, increment: int, total: int) -> None:
         if not self.enabled:
             return
         if self.bar is None:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, desc=self.name, unit="tile", leave=False, dynamic_ncols=True)
         self.bar.update(increment)
 
@@ -116,9 +105,9 @@ class _ProgressBar:
             self.bar = None
 
 
-def load_inference_model(model_path: Path | None, device: str) -> Any:
+def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
     """The model to run (``None`` = the shipped default), on the resolved device."""
-    from wsi_pipeline.inference import resolve_device
+    from wsi_pipeline.devices import resolve_device
     from wsi_pipeline.models.io import load_model
 
     return load_model(model_path, device=resolve_device(device))
@@ -135,16 +124,10 @@ def load_inference_model(model_path: Path | None, device: str) -> Any:
     show_default=True,
     help="Output folder; each slide gets OUT/<slide name>/.",
 )
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Model folder (model.safetensors + config.json). Default: the shipped model.",
-)
+@model_option()
 @click.option(
     "--mpp",
-    type=click.FloatRange(min=0, min_open=True),
+    type=MppType(),
     default=None,
     help="Level-0 microns per pixel, for slides whose metadata lacks it (overrides metadata).",
 )
@@ -155,7 +138,7 @@ def load_inference_model(model_path: Path | None, device: str) -> Any:
     help="Tile step in model pixels (default: the model's patch size, i.e. no overlap).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 @click.option(
     "--tissue-threshold",
     type=click.FloatRange(0, 1),
@@ -208,7 +191,7 @@ def cli(
     A folder, several slides, --workers or --scheduler run on a Dask cluster (see docs/batch.md),
     skip slides already done with the same model and options, and write OUT/run_summary.csv.
     """
-    from wsi_pipeline.pipeline import InferenceOptions
+    from wsi_pipeline.options import InferenceOptions
 
     options = InferenceOptions(
         mpp=mpp,
@@ -219,19 +202,19 @@ def cli(
         tumor_threshold=tumor_threshold,
         num_readers=num_readers,
     )
-    options.validate()
     paths = expand_slide_paths(slides)
     check_unique_stems(paths)
     if use_dask_batch(slides, paths, workers, scheduler):
         run_dask_batch(paths, out_root, options, model_path, workers, scheduler, progress)
         return
     model = load_inference_model(model_path, device)
-    outcome = infer_slides(paths, out_root, options, model, progress=progress)
+    (slide,) = paths
+    done = infer_one(slide, out_root, options, model, progress=progress) is not None
     click.echo(
-        f"{len(outcome.done)} of {len(paths)} slide(s) done; outputs in {Path(out_root).resolve()}"
-        + (f"; {len(outcome.failed)} failed" if outcome.failed else "")
+        f"{int(done)} of 1 slide(s) done; outputs in {Path(out_root).resolve()}"
+        + ("" if done else "; 1 failed")
     )
-    if outcome.failed:
+    if not done:
         sys.exit(1)  # not click's Exit: run_cli runs click with standalone_mode=False
 
 
@@ -245,7 +228,7 @@ def use_dask_batch(
 def run_dask_batch(
     paths: Sequence[Path],
     out_root: Path,
-    options: Any,
+    options: InferenceOptions,
     model_path: Path | None,
     workers: int | None,
     scheduler: str | None,

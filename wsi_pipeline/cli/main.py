@@ -8,6 +8,8 @@ import click
 
 from wsi_pipeline import __version__
 from wsi_pipeline.cli.common import run_cli
+from wsi_pipeline.cli.demo import demo_command
+from wsi_pipeline.cli.export import export_command
 
 
 @click.group()
@@ -60,24 +62,8 @@ def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str, data: P
     click.echo(f"wrote {out_dir} ({len(models)} members)")
 
 
-def _register_optional_commands() -> None:
-    """Subcommands living in their own modules (added as the features land)."""
-    import importlib
-
-    for module_name, attr in (
-        ("wsi_pipeline.cli.demo", "demo_command"),
-        ("wsi_pipeline.cli.export", "export_command"),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        cli.add_command(getattr(module, attr))
-
-
-_register_optional_commands()
+cli.add_command(demo_command)
+cli.add_command(export_command)
 
 
 def main() -> None:

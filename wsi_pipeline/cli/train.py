@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from wsi_pipeline.cli.common import run_cli
+from wsi_pipeline.cli.common import architecture_option, device_option, run_cli
 from wsi_pipeline.errors import OptionError
 
 
@@ -19,7 +19,7 @@ from wsi_pipeline.errors import OptionError
     type=click.Path(path_type=Path),
     help="Patch dataset: Kaggle folder (train/ + train_labels.csv), PCam HDF5 or class folders.",
 )
-@click.option("--model", "model", default=None, help="Architecture name (see `wsi-pipeline models`).")
+@architecture_option()
 @click.option(
     "--config",
     "config_path",
@@ -49,7 +49,7 @@ from wsi_pipeline.errors import OptionError
 @click.option("--remove-outliers/--keep-outliers", default=None, help="Drop blank/blurred/odd patches first.")
 @click.option("--center-crop", type=int, default=None, help="Network sees the centre N px (the study: 32).")
 @click.option("--max-patches", type=int, default=None, help="Train on a stratified sample of N patches.")
-@click.option("--device", default=None, help="auto (CUDA when present), cpu or cuda[:N].")
+@device_option(default=None)
 @click.option("--threads", "num_threads", type=int, default=None, help="Torch CPU threads.")
 @click.option(
     "--precision",

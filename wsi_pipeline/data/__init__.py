@@ -5,7 +5,6 @@ from wsi_pipeline.data.folders import ClassFolderDataset
 from wsi_pipeline.data.images import ImageFileDataset
 from wsi_pipeline.data.kaggle import KaggleDataset
 from wsi_pipeline.data.loading import iter_batches, load_arrays
-from wsi_pipeline.data.memory import ArrayDataset
 from wsi_pipeline.data.open import detect_layout, open_patch_dataset
 from wsi_pipeline.data.outliers import OutlierReport, OutlierThresholds, find_outliers
 from wsi_pipeline.data.pcam_h5 import PCamH5Dataset, open_pcam
@@ -13,7 +12,6 @@ from wsi_pipeline.data.split import stratified_sample, stratified_split
 from wsi_pipeline.data.subset import SubsetDataset
 
 __all__ = [
-    "ArrayDataset",
     "ClassFolderDataset",
     "ImageFileDataset",
     "KaggleDataset",

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from wsi_pipeline.pcam import PCAM_PATCH
+
 
 class PatchDataset(ABC):
     """Labelled RGB patches, read lazily so that 220k-330k patch sets stream in bounded memory."""
@@ -29,7 +31,7 @@ class PatchDataset(ABC):
 
     @property
     def patch_size(self) -> int:
-        return 96
+        return PCAM_PATCH
 
     def source_stats(self) -> list[tuple[str, int, int]]:
         """``(path, size, mtime_ns)`` of the files the pixels come from (cache keys); none by default."""

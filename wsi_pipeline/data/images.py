@@ -17,9 +17,9 @@ from PIL import Image, UnidentifiedImageError
 
 from wsi_pipeline.data.base import PatchDataset
 from wsi_pipeline.errors import DatasetError
+from wsi_pipeline.pcam import PCAM_PATCH as PATCH_SIZE
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
-PATCH_SIZE = 96
 #: Below this many files every header is checked when a dataset is opened; above, a spread sample.
 FULL_CHECK_LIMIT = 20_000
 SAMPLE_CHECK_COUNT = 256

@@ -7,26 +7,26 @@ from wsi_pipeline.evaluation.metrics import (
     confusion_matrix,
     roc_auc,
 )
-from wsi_pipeline.evaluation.predict import (
-    dihedral_transforms,
-    predict_dataset,
-    predict_patches,
-    resolve_device,
+from wsi_pipeline.evaluation.predict import predict_dataset, predict_patches
+from wsi_pipeline.evaluation.report import (
+    EvaluationResult,
+    binary_metrics,
+    compute_metrics,
+    evaluate_model,
+    format_report,
 )
-from wsi_pipeline.evaluation.report import EvaluationResult, compute_metrics, evaluate_model, format_report
 
 __all__ = [
     "EvaluationResult",
     "accuracy",
+    "binary_metrics",
     "bootstrap_intervals",
     "classification_report",
     "compute_metrics",
     "confusion_matrix",
-    "dihedral_transforms",
     "evaluate_model",
     "format_report",
     "predict_dataset",
     "predict_patches",
-    "resolve_device",
     "roc_auc",
 ]

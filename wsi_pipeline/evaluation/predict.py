@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
-from wsi_pipeline import devices
+from wsi_pipeline.d4 import N_VIEWS, NHWC, dihedral
 from wsi_pipeline.data.base import PatchDataset
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.models.io import LoadedModel
-
-
-def dihedral_transforms() -> list[Callable[[np.ndarray], np.ndarray]]:
-    """The 8 symmetries of the square (4 rotations, each with and without a flip) on NHWC arrays."""
-
-    def make(k: int, flip: bool) -> Callable[[np.ndarray], np.ndarray]:
-        def apply(x: np.ndarray) -> np.ndarray:
-            y = x[:, :, ::-1] if flip else x
-            return np.ascontiguousarray(np.rot90(y, k, axes=(1, 2)))
-
-        return apply
-
-    return [make(k, flip) for flip in (False, True) for k in range(4)]
 
 
 def predict_patches(
@@ -32,15 +19,11 @@ def predict_patches(
     """Tumour probabilities for uint8 NHWC ``patches``; with ``tta`` the mean over the 8 dihedral views."""
     if not tta:
         return model.predict_proba(patches, batch_size=batch_size)
+    data = torch.from_numpy(np.ascontiguousarray(patches))
     total = np.zeros(len(patches), dtype=np.float64)
-    for transform in dihedral_transforms():
-        total += model.predict_proba(transform(patches), batch_size=batch_size)
-    return (total / 8.0).astype(np.float32)
-
-
-def resolve_device(name: str) -> str:
-    """:func:`wsi_pipeline.devices.resolve_device` as a plain string (``"cpu"``, ``"cuda"``, ``"cuda:1"``)."""
-    return str(devices.resolve_device(name))
+    for k in range(N_VIEWS):
+        total += model.predict_proba(dihedral(data, k, NHWC), batch_size=batch_size)
+    return (total / N_VIEWS).astype(np.float32)
 
 
 def predict_dataset(

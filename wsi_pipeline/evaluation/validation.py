@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from wsi_pipeline.errors import DatasetError, ModelError
+from wsi_pipeline.evaluation.report import binary_metrics
+from wsi_pipeline.models.io import LoadedModel
 
 
 def validation_indices(config_data: dict[str, Any], labels: np.ndarray) -> np.ndarray:
@@ -37,10 +39,9 @@ def validation_indices(config_data: dict[str, Any], labels: np.ndarray) -> np.nd
     return val_idx
 
 
-def validation_metrics(model: Any, data_path: Path | str, seed: int = 0) -> dict[str, Any]:
+def validation_metrics(model: LoadedModel, data_path: Path | str, seed: int = 0) -> dict[str, Any]:
     """Metrics (as the trainer records them) of ``model`` on its recorded validation split."""
     from wsi_pipeline.data import load_arrays, open_patch_dataset
-    from wsi_pipeline.training.metrics import binary_metrics
 
     dataset = open_patch_dataset(data_path)
     val_idx = validation_indices(model.config.data, np.asarray(dataset.labels))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from wsi_pipeline.models.registry import register_model
+from wsi_pipeline.pcam import PCAM_LABEL
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
@@ -61,7 +62,7 @@ class CenterPool(nn.Module):
     """Average the feature-map cells that cover the centre ``center_px`` px of the input (the PCam
     label region), given the network's total ``stride``; their receptive fields still see the context."""
 
-    def __init__(self, stride: int, center_px: int = 32) -> None:
+    def __init__(self, stride: int, center_px: int = PCAM_LABEL) -> None:
         super().__init__()
         self.cells = max(1, center_px // stride)
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.errors import ModelConfigError
-
-#: PCam patches are level 2 of 40x Camelyon16 scans: 0.243 um/px * 4.
-PCAM_MPP = 0.972
+from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
+from wsi_pipeline.strict import build_dataclass
 
 CONFIG_FILENAME = "config.json"
 WEIGHTS_FILENAME = "model.safetensors"
@@ -28,7 +27,7 @@ class ModelConfig:
     architecture: str
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     name: str = ""
-    patch_size: int = 96
+    patch_size: int = PCAM_PATCH
     mpp: float = PCAM_MPP
     class_names: list[str] = field(default_factory=lambda: ["normal", "tumor"])
     mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
@@ -64,19 +63,8 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        if not isinstance(data, dict):
-            raise ModelConfigError("model config must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ModelConfigError(f"model config: unknown keys {unknown}")
-        if "architecture" not in data:
-            raise ModelConfigError("model config: missing 'architecture'")
-        try:
-            return cls(**data)
-        except TypeError as exc:  # wrong value types
-            raise ModelConfigError(f"model config: {exc}") from exc
+    def from_dict(cls, data: dict[str, Any], source: str = "model config") -> ModelConfig:
+        return build_dataclass(cls, data, source, ModelConfigError, strip_prefix="model config: ")
 
     def save(self, directory: Path) -> Path:
         path = Path(directory) / CONFIG_FILENAME
@@ -94,4 +82,4 @@ class ModelConfig:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ModelConfigError(f"{path}: cannot parse model config: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(data, source=f"{path}: model config")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsi_pipeline.d4 import D4_INVERSE, D4_PRODUCT, dihedral
+from wsi_pipeline.models.fold import fold_batchnorm
 from wsi_pipeline.models.registry import register_model
 
 #: Input side the network is built for, and the step between tiles of one dense pass.
@@ -55,12 +56,27 @@ def _layer_plan(widths: Sequence[int]) -> list[tuple[str, int, int, int]]:
     ]
 
 
-class DenseCNN(nn.Module):
-    """See the module docstring. ``forward`` maps ``(N, 3, 96 + 16k, 96 + 16m)`` to logits
-    ``(N, 1, k + 1, m + 1)``; for single tiles that is ``(N, 1, 1, 1)``."""
+class _Dense(nn.Module):
+    """``dense`` maps ``(N, 3, 96 + 16k, 96 + 16m)`` regions to the logits ``(N, 1, k + 1, m + 1)``
+    of their 96 px tiles at a 16 px step; ``forward`` scores 96 px tiles, one logit each ``(N, 1)``."""
 
     dense_tile = DENSE_TILE
     dense_stride = DENSE_STRIDE
+    layers: nn.Module
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (DENSE_TILE, DENSE_TILE):
+            raise ValueError(
+                f"dense_cnn scores {DENSE_TILE} px tiles, got {tuple(x.shape[-2:])}; use .dense()"
+            )
+        return self.layers(x).flatten(1)
+
+
+class DenseCNN(_Dense):
+    """See the module docstring."""
 
     def __init__(self, widths: Sequence[int], dropout: float, group: str) -> None:
         super().__init__()
@@ -94,24 +110,21 @@ class DenseCNN(nn.Module):
         layers += [nn.Dropout(float(dropout)), nn.Conv2d(int(widths[4]), 1, 1)]
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
     def inference_copy(self) -> nn.Module:
-        """An equivalent network of standard layers in eval mode (group weights expanded)."""
-        return _PlainDense(plain_layers(self.layers)).eval()
+        """An equivalent network of standard layers in eval mode: group weights expanded, BatchNorm
+        folded into the convolutions, ``dense`` kept."""
+        was_training = self.training
+        self.eval()
+        try:
+            return _PlainDense(fold_batchnorm(plain_layers(self.layers))).eval()
+        finally:
+            self.train(was_training)
 
 
-class _PlainDense(nn.Module):
-    dense_tile = DENSE_TILE
-    dense_stride = DENSE_STRIDE
-
-    def __init__(self, layers: nn.Sequential) -> None:
+class _PlainDense(_Dense):
+    def __init__(self, layers: nn.Module) -> None:
         super().__init__()
         self.layers = layers
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
 
 # --- D4 group layers ---------------------------------------------------------------------
@@ -174,21 +187,27 @@ class GroupBatchNorm(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            mean, var, weight, bias = self.expanded()
-            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
-        xf = x.float()
-        mean = xf.mean((0, 2, 3)).view(self.channels, GROUP_ORDER).mean(1)
-        sq = (xf * xf).mean((0, 2, 3)).view(self.channels, GROUP_ORDER).mean(1)
-        var = (sq - mean * mean).clamp_min(0.0)
-        with torch.no_grad():
-            n = x.numel() / self.channels
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * n / max(n - 1.0, 1.0), self.momentum)
-        inv = self.weight / torch.sqrt(var + self.eps)
-        scale = inv.repeat_interleave(GROUP_ORDER).view(1, -1, 1, 1)
-        shift = (self.bias - mean * inv).repeat_interleave(GROUP_ORDER).view(1, -1, 1, 1)
-        return x * scale.to(x.dtype) + shift.to(x.dtype)
+        # A view that puts a channel's 8 orientations beside its positions, so one native batch
+        # norm over ``channels`` normalises them together (no copy for NCHW or channels-last input).
+        n, c8, h, w = x.shape
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            grouped = x.permute(0, 2, 3, 1).reshape(n * h * w, self.channels, GROUP_ORDER)
+            out = self._norm(grouped).reshape(n, h, w, c8).permute(0, 3, 1, 2)
+        else:
+            out = self._norm(x.reshape(n, self.channels, GROUP_ORDER * h * w)).reshape(n, c8, h, w)
+        return out
+
+    def _norm(self, grouped: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(
+            grouped,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training,
+            self.momentum,
+            self.eps,
+        )
 
 
 class GroupPool(nn.Module):

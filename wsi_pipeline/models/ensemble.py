@@ -16,6 +16,7 @@ from torch import nn
 
 from wsi_pipeline.errors import ModelError
 from wsi_pipeline.models.config import ModelConfig
+from wsi_pipeline.models.fold import fold_batchnorm
 from wsi_pipeline.models.registry import create_model, register_model
 
 #: Config fields that must agree for members to share one preprocessing of the tiles.
@@ -38,12 +39,30 @@ class MeanLogitEnsemble(nn.Module):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
+        geometry = {(getattr(m, "dense_tile", None), getattr(m, "dense_stride", None)) for m in members}
+        if len(geometry) == 1 and None not in next(iter(geometry)):
+            self.dense_tile, self.dense_stride = next(iter(geometry))  # dense-capable like its members
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = self.members[0](x)
         for member in self.members[1:]:
             total = total + member(x)
         return total / len(self.members)
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of the members' dense logit maps (all members are dense-capable)."""
+        total = self.members[0].dense(x)
+        for member in self.members[1:]:
+            total = total + member.dense(x)
+        return total / len(self.members)
+
+    def inference_copy(self) -> nn.Module:
+        """The members' own inference copies (BatchNorm folded) averaged by a new ensemble."""
+        copies = []
+        for member in self.members:
+            make_copy = getattr(member, "inference_copy", None)
+            copies.append(make_copy() if callable(make_copy) else fold_batchnorm(member))
+        return MeanLogitEnsemble(copies).eval()
 
 
 @register_model("ensemble")

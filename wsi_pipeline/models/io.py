@@ -13,7 +13,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wsi_pipeline.errors import ModelError
+from wsi_pipeline.files import atomic_output_dir, process_umask
 from wsi_pipeline.models.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig
+from wsi_pipeline.models.preprocess import preprocess_patches
 from wsi_pipeline.models.registry import create_model
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
@@ -63,41 +65,9 @@ class LoadedModel:
         return torch.cat(out).numpy()
 
 
-def patches_to_float(patches: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC RGB (any device) -> float NCHW in [0, 1]."""
-    if patches.ndim != 4 or patches.shape[-1] != 3:
-        raise ModelError(f"expected patches of shape (N, H, W, 3), got {tuple(patches.shape)}")
-    return patches.permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def normalise_float(x: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """float NCHW in [0, 1] -> the network's input: stain-normalised (if configured), centre-cropped,
-    ``(x - mean) / std``, channels-last. Training applies it after augmentation, serving directly:
-    both go through this one function."""
-    if config.stain_normalization:  # fitted at training time, applied to the whole patch
-        from wsi_pipeline.training.stain import normalizer_from_dict
-
-        x = normalizer_from_dict(config.stain_normalization).normalize(x)
-    if config.center_crop:
-        h, w = x.shape[-2:]
-        c = config.center_crop
-        top, left = (h - c) // 2, (w - c) // 2
-        x = x[..., top : top + c, left : left + c]
-    mean = torch.tensor(config.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-
-
-def preprocess_patches(patches: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """uint8 NHWC RGB -> the network's input (:func:`patches_to_float` then :func:`normalise_float`)."""
-    return normalise_float(patches_to_float(patches), config)
-
-
 def save_model(directory: Path, module: nn.Module, config: ModelConfig) -> Path:
     """Write weights + config into ``directory`` atomically (the slide outputs' temp-folder-then-rename
-    mechanism, :func:`wsi_pipeline.writers.atomic_output_dir`)."""
-    from wsi_pipeline.writers import atomic_output_dir, process_umask
-
+    mechanism, :func:`wsi_pipeline.files.atomic_output_dir`)."""
     directory = Path(directory)
     with atomic_output_dir(directory.parent, directory.name) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}

@@ -1,9 +1,14 @@
-"""The one model registry: architecture name -> builder of an ``nn.Module``."""
+"""The one model registry: architecture name -> builder of an ``nn.Module``.
+
+The registry imports nothing of the package but its errors. Builders register themselves with
+:func:`register_model` when their module is imported; :mod:`wsi_pipeline.models` imports the
+built-in architecture modules (timm's way), so any import of the models package sees them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from torch import nn
 
@@ -27,22 +32,19 @@ def register_model(name: str) -> Callable[[_B], _B]:
 
 
 def list_models() -> list[str]:
-    _ensure_builtin_models()
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build an untrained model by registry name."""
-    _ensure_builtin_models()
+def model_builder(name: str) -> ModelBuilder:
+    """The builder registered as ``name``; :class:`UnknownArchitectureError` listing the others."""
     try:
-        builder = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise UnknownArchitectureError(
             f"unknown architecture {name!r}; available: {', '.join(sorted(_REGISTRY))}"
         ) from None
-    return builder(**kwargs)
 
 
-def _ensure_builtin_models() -> None:
-    # Importing the module runs its @register_model decorators.
-    from wsi_pipeline.models import architectures, dense_cnn, ensemble, reference_models  # noqa: F401
+def create_model(name: str, **kwargs: object) -> nn.Module:
+    """Build an untrained model by registry name."""
+    return model_builder(name)(**kwargs)

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+
+def best_level(level_downsamples: Sequence[float], downsample: float) -> int:
+    """Deepest level whose downsample is <= ``downsample`` (never upsample from a coarser level)."""
+    best = 0
+    for index, ds in enumerate(level_downsamples):
+        if ds <= downsample * (1 + 1e-3):
+            best = index
+    return best
 
 
 class SlideReader(ABC):
@@ -55,11 +65,7 @@ class SlideReader(ABC):
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """Deepest level whose downsample is <= ``downsample`` (never upsample from a coarser level)."""
-        best = 0
-        for index, ds in enumerate(self.level_downsamples):
-            if ds <= downsample * (1 + 1e-3):
-                best = index
-        return best
+        return best_level(self.level_downsamples, downsample)
 
     def __enter__(self) -> SlideReader:
         return self

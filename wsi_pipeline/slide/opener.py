@@ -1,4 +1,4 @@
-"""Pick a back end for a slide file and resolve its microns-per-pixel."""
+"""Pick a back end for a slide file (the one ``open_slide`` entry point)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import openslide
 import tifffile
 
-from wsi_pipeline.errors import OptionError, SlideOpenError, UnknownMppError
+from wsi_pipeline.errors import SlideOpenError
 from wsi_pipeline.slide.base import SlideReader
 from wsi_pipeline.slide.openslide_reader import OpenSlideReader
 from wsi_pipeline.slide.tifffile_reader import TiffFileReader
@@ -54,20 +54,6 @@ def open_slide(path: str | Path) -> SlideReader:
             raise SlideOpenError(f"{openslide_error} (no other back end reads DICOM)") from openslide_error
         raise openslide_error
     raise SlideOpenError(f"{path}: not a slide: format not recognised by OpenSlide or tifffile")
-
-
-def resolve_mpp(reader: SlideReader, override: float | None = None) -> float:
-    """Level-0 microns per pixel: ``override`` if given, else the slide metadata, else an error."""
-    if override is not None:
-        if not (override > 0 and override < float("inf")):
-            raise OptionError(f"{reader.path}: --mpp must be a positive number, got {override!r}")
-        return float(override)
-    mpp = reader.metadata_mpp
-    if mpp is None:
-        raise UnknownMppError(
-            f"{reader.path}: microns-per-pixel is not in the slide metadata; give it with --mpp"
-        )
-    return float(mpp)
 
 
 def _check_file(path: Path) -> None:

@@ -57,9 +57,6 @@ def read_region_at_mpp(
     return out
 
 
-read_region_scaled = read_region_at_mpp
-
-
 def _read_block(
     reader: SlideReader, level: int, lds: float, x0: float, y0: float, fx: float, fy: float, ow: int, oh: int
 ) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Batched training augmentation on float tensors ``(N, 3, H, W)`` in [0, 1] (any device).
 
-- the 8 dihedral views (4 rotations x optional flip), chosen per sample;
+- the 8 dihedral views (4 rotations x optional flip, :mod:`wsi_pipeline.d4`), chosen per sample;
 - colour jitter in HSV space (hue shift, saturation and value scaling);
 - stain augmentation in HED space (per-channel scale and shift of the optical densities);
 - random crops whose centre stays near the patch centre (the label lives in the centre 32 px).
@@ -12,39 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from wsi_pipeline.d4 import random_dihedral
+
 #: RGB <- HED stain vectors (Ruifrok & Johnston), rows: haematoxylin, eosin, DAB.
 RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
 RGB_FROM_HED = RGB_FROM_HED / RGB_FROM_HED.norm(dim=1, keepdim=True)
 HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
 _OD_EPS = 1.0 / 255.0
-
-
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """View ``k`` in 0..7 of the dihedral group: rotate by ``k % 4`` quarter turns, then
-    flip left-right when ``k >= 4``."""
-    if not 0 <= k < 8:
-        raise ValueError(f"dihedral index must be in 0..7, got {k}")
-    out = torch.rot90(x, k % 4, dims=(-2, -1))
-    return torch.flip(out, dims=(-1,)) if k >= 4 else out
-
-
-def inverse_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Undo :func:`dihedral` with the same ``k``."""
-    if not 0 <= k < 8:
-        raise ValueError(f"dihedral index must be in 0..7, got {k}")
-    out = torch.flip(x, dims=(-1,)) if k >= 4 else x
-    return torch.rot90(out, -(k % 4), dims=(-2, -1))
-
-
-def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Apply an independent random dihedral view to each sample of a square batch."""
-    ks = torch.randint(0, 8, (x.shape[0],), generator=generator, device="cpu")
-    out = torch.empty_like(x)
-    for k in range(8):
-        idx = (ks == k).nonzero().flatten().to(x.device)
-        if len(idx):
-            out[idx] = dihedral(x[idx], k)
-    return out
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from wsi_pipeline.models.config import ModelConfig
-from wsi_pipeline.models.io import normalise_float, patches_to_float
+from wsi_pipeline.models.preprocess import normalise_float, patches_to_float
 from wsi_pipeline.training.augment import Augmenter, AugmentSettings, random_crop_nhwc
 
 #: Keep at least this share of free GPU memory for the network when copying the cache to the GPU.

@@ -86,7 +86,7 @@ def prepare_data(
         mean, std = [0.0] * 3, [1.0] * 3
     stain = None
     if config.stain_normalization:
-        from wsi_pipeline.training.stain import fit_normalizer
+        from wsi_pipeline.models.stain import fit_normalizer
 
         reference = cache.images[_subsample(train_rows, STAIN_REFERENCE, rng)]
         stain = fit_normalizer(config.stain_normalization, reference, seed=config.seed).to_dict()

@@ -13,7 +13,7 @@ from torch import nn
 
 from wsi_pipeline.errors import TrainingDivergedError
 from wsi_pipeline.models.config import ModelConfig
-from wsi_pipeline.models.io import preprocess_patches
+from wsi_pipeline.models.preprocess import preprocess_patches
 from wsi_pipeline.precision import Precision
 from wsi_pipeline.training.batches import BatchStream, BatchTransform
 

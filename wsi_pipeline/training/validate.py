@@ -10,11 +10,11 @@ from torch import nn
 
 from wsi_pipeline.errors import TrainingDivergedError
 from wsi_pipeline.evaluation.metrics import roc_auc
+from wsi_pipeline.evaluation.report import binary_metrics
 from wsi_pipeline.models.config import ModelConfig
 from wsi_pipeline.precision import Precision
 from wsi_pipeline.training.data import TrainData
 from wsi_pipeline.training.loop import EpochResult, bce, predict_logits
-from wsi_pipeline.training.metrics import binary_metrics
 
 
 def validation_probs(

@@ -15,6 +15,9 @@ import torch
 
 from wsi_pipeline.errors import ModelConfigError, OptionError
 
+#: The stain normalisation methods (``"method"`` of a model config's ``stain_normalization``).
+STAIN_METHODS = ("macenko", "reinhard")
+
 _IO = 255.0
 
 
@@ -199,7 +202,7 @@ class ReinhardNormalizer(StainNormalizer):
 # --- construction --------------------------------------------------------------------------
 def fit_normalizer(method: str, images: np.ndarray, n_reference: int = 256, seed: int = 0) -> StainNormalizer:
     """Fit ``method`` on up to ``n_reference`` random uint8 NHWC patches (e.g. the training set)."""
-    if method not in ("macenko", "reinhard"):
+    if method not in STAIN_METHODS:
         raise OptionError(f"unknown stain normalisation {method!r}; choose macenko or reinhard")
     if len(images) == 0:
         raise OptionError("stain normalisation needs at least one reference patch")

@@ -1,4 +1,4 @@
-"""Output writers and the atomic output folder."""
+"""Output writers (one module per format under wsi_pipeline.outputs) and the atomic output folder."""
 
 from __future__ import annotations
 
@@ -13,20 +13,12 @@ from shapely.geometry import shape
 
 from wsi_pipeline.aggregation import aggregate
 from wsi_pipeline.errors import OutputError
-from wsi_pipeline.writers import (
-    CellGeometry,
-    atomic_output_dir,
-    cells_to_geometry,
-    inferno,
-    json_safe,
-    read_heatmap_zarr,
-    tumour_features,
-    write_geojson,
-    write_heatmap_zarr,
-    write_overlay_png,
-    write_summary,
-    write_tiles_csv,
-)
+from wsi_pipeline.files import atomic_output_dir, json_safe
+from wsi_pipeline.outputs.geojson import cells_to_geometry, tumour_features, write_geojson
+from wsi_pipeline.outputs.heatmap_zarr import read_heatmap_zarr, write_heatmap_zarr
+from wsi_pipeline.outputs.overlay import inferno, write_overlay_png
+from wsi_pipeline.outputs.tiles_csv import write_tiles_csv
+from wsi_pipeline.tiling import CellGeometry
 
 
 def test_atomic_dir_appears_only_when_complete(tmp_path):
@@ -75,11 +67,12 @@ def test_heatmap_zarr_round_trip(tmp_path):
     assert got == {"cell_size_um": 93.3, "origin": [1, 2], "mpp": 0.5, "score": None}
 
 
-def test_json_safe_and_summary(tmp_path):
+def test_json_safe(tmp_path):
     data = {"a": np.int64(3), "b": np.array([1.5, np.inf]), "c": (tmp_path, float("nan"))}
     assert json_safe(data) == {"a": 3, "b": [1.5, None], "c": [str(tmp_path), None]}
-    write_summary(tmp_path / "s.json", data)
-    assert json.loads((tmp_path / "s.json").read_text())["a"] == 3
+    assert json.loads(json.dumps(json_safe(data)))["a"] == 3
+    with pytest.raises(TypeError, match="not a JSON value"):
+        json_safe({"a": object()})
 
 
 def test_tiles_csv_layout(tmp_path):

@@ -1,4 +1,4 @@
-"""Helpers that write small test slides with tifffile (import from tests: ``from slide_factory import ...``).
+"""Small test slides written with tifffile (``from wsi_pipeline.testing import write_pyramidal_tiff``).
 
 * :func:`write_pyramidal_tiff` - tiled pyramidal generic TIFF that OpenSlide opens ("generic-tiff"),
   um/px stored as TIFF resolution in pixels per centimetre (what OpenSlide reads as ``openslide.mpp-x``).
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-PATCH = 96
+from wsi_pipeline.pcam import PCAM_PATCH as PATCH
 
 
 def pyramid_levels(rgb: np.ndarray, levels: int) -> list[np.ndarray]:
