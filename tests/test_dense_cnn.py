@@ -85,7 +85,7 @@ def test_inference_copy_is_plain_and_equal() -> None:
     }  # folded
     x = torch.rand(2, 3, 128, 112)
     with torch.no_grad():
-        np.testing.assert_allclose(copy.dense(x).numpy(), model.dense(x).numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(copy.dense(x).numpy(), model.dense(x).numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_group_batch_norm_statistics_are_shared_by_orientations() -> None:
