@@ -57,7 +57,9 @@ def _check_plan(plan: SlidePlan, kind: str) -> None:
     if kind == "negative":
         assert not plan.lesions and not tumour.any()
     elif kind == "itc":
-        assert 1 <= len(plan.lesions) <= 3 and all(len(x.cells) == 1 and d < 0.2 for x, d in zip(plan.lesions, sizes))
+        assert 1 <= len(plan.lesions) <= 3 and all(
+            len(x.cells) == 1 and d < 0.2 for x, d in zip(plan.lesions, sizes, strict=True)
+        )
         # isolated: no two tumour cells touch, so every cluster is one 93 um cell
         assert ndimage.label(tumour, structure=np.ones((3, 3)))[1] == len(plan.lesions)
     else:
@@ -183,7 +185,9 @@ def test_upsampled_slide_and_its_pyramid(patches, tmp_path: Path) -> None:
 def test_build_slide_set_writes_slides_and_truths(patches, tmp_path: Path) -> None:
     labels = np.asarray(patches.labels)
     spec = dataclasses.replace(SMALL, grid=(24, 40))
-    written = build_slide_set(patches, np.arange(800), tmp_path, {"negative": 1, "macro": 1}, seed=4, spec=spec)
+    written = build_slide_set(
+        patches, np.arange(800), tmp_path, {"negative": 1, "macro": 1}, seed=4, spec=spec
+    )
     assert [p.name for p, _ in written] == ["sim_s4_000.tif", "sim_s4_001.tif"]
     kinds = [SlideTruth.load(t).plan.kind for _, t in written]
     assert kinds == ["negative", "macro"]
