@@ -114,6 +114,18 @@ def test_plan_rejects_bad_requests() -> None:
         plan_slides(LABELS, POOL, {"negative": 0})
 
 
+def test_d4_views_follow_the_training_convention() -> None:
+    import torch
+
+    from wsi_pipeline.training.augment import dihedral
+
+    x = np.random.default_rng(0).integers(0, 255, (2, 5, 5, 3), dtype=np.uint8)
+    for k in range(8):
+        expected = dihedral(torch.from_numpy(x).permute(0, 3, 1, 2), k).permute(0, 2, 3, 1).numpy()
+        assert np.array_equal(d4_view(x, k), expected), k
+    assert len({d4_view(x, k).tobytes() for k in range(8)}) == 8
+
+
 @pytest.fixture(scope="module")
 def patches(shared_data: Path):
     return open_patch_dataset(shared_data / "hcd_patches", check="none")

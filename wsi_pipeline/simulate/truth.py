@@ -2,9 +2,18 @@
 
 A :class:`SlidePlan` is pure data (no pixels): which dataset patch, in which of the 8 D4 views,
 fills each cell of the grid, and where the lesions are. A :class:`SlideTruth` is a plan plus how it
-was written (file name, um/px, upsampling, patch ids); it round-trips through the JSON file beside
-each slide. Grids are stored row by row: ``sections`` and ``view`` as digit strings, ``source``
-(dataset index, -1 = glass) as lists of ints.
+was written; it round-trips through ``<slide>.truth.json`` beside each slide, whose keys are:
+
+- ``format`` ("wsi_pipeline.simulated_slide"), ``version`` (1), ``slide`` (file name);
+- ``mpp`` (level 0), ``upsample``, ``cell_px`` (level-0 px per cell), ``cell_um``, ``grid`` [rows, cols];
+- ``index``, ``seed``, ``kind`` (negative/itc/micro/macro), ``spec`` (the :class:`SimulationSpec`);
+- ``n_sections``, ``n_tissue_cells``, ``n_tumour_cells``, ``tissue_fraction``, ``largest_lesion_mm``;
+- ``lesions``: per lesion ``kind``, ``diameter_mm`` (max Feret of the union of its cell squares),
+  ``area_mm2``, ``n_cells``, ``bbox`` [r0, c0, r1, c1) and ``cells`` [[r, c], ...];
+- ``glass`` (``rgb``, ``noise``, ``seed``), ``patches`` (``dataset``: its description, ``ids``:
+  dataset index -> patch id for every patch placed);
+- grids, row by row: ``sections`` and ``view`` as digit strings (0 = glass / section k; D4 view),
+  ``source`` as lists of ints (dataset index, -1 = glass). Placed tissue cells are ``source >= 0``.
 """
 
 from __future__ import annotations
