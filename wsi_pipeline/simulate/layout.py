@@ -24,7 +24,7 @@ def _star_radius(
     """Normalised radius of every cell centre in a rotated, elongated star-shaped blob.
 
     The blob at scale ``s`` is ``radius <= s``: an ellipse (axis ratio ``aspect``, long axis at
-    ``angle``) whose edge wobbles by ``1 + sum_k a_k cos(k theta + phi_k)`` for k = 2..6, amplitudes
+    ``angle``) whose edge wobbles by ``1 + sum_k a_k cos(k theta + phi_k)`` for k = 2..7, amplitudes
     summing to at most 0.5, times a smooth random field of +-12 % (so edges are ragged, not radial).
     """
     rows, cols = shape
