@@ -19,11 +19,12 @@ N_GLASS = 8
 
 
 def d4_view(patches: np.ndarray, k: int) -> np.ndarray:
-    """View ``k`` (0..7) of a stack of patches ``(n, h, w, 3)``."""
-    if not 0 <= k < 8:
-        raise ValueError(f"D4 view must be in 0..7, got {k}")
-    out = np.rot90(patches, k % 4, axes=(1, 2))
-    return out[:, :, ::-1] if k >= 4 else out
+    """View ``k`` (0..7) of a stack of patches ``(n, h, w, 3)`` (:func:`wsi_pipeline.d4.dihedral`)."""
+    import torch
+
+    from wsi_pipeline.d4 import NHWC, dihedral
+
+    return dihedral(torch.from_numpy(np.ascontiguousarray(patches)), k, NHWC).numpy()
 
 
 def glass_tiles(style: GlassStyle, size: int) -> np.ndarray:

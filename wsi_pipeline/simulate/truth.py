@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from wsi_pipeline.errors import DatasetError
-from wsi_pipeline.tiling import PCAM_MPP, PCAM_PATCH
+from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
 
 KINDS = ("negative", "itc", "micro", "macro")
 TRUTH_FORMAT = "wsi_pipeline.simulated_slide"
