@@ -19,8 +19,6 @@ OpenSlide blends neighbouring pixels for fractional level coordinates).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from wsi_pipeline.errors import SlideOpenError
@@ -96,10 +94,11 @@ def fast_block_reader(
     """``reader`` wrapped with the fast reads verified to match it, else ``reader`` itself.
 
     Only ``levels`` (default: all) are probed, so a caller that reads one level pays for one probe.
-    ``decoder`` decodes JPEG tiles (default: libjpeg-turbo on up to 8 CPU threads); it is closed with
+    ``decoder`` decodes JPEG tiles (default: libjpeg-turbo on up to 8 CPU threads; for a device,
+    ``jpeg_gpu.tile_decoder(device)``); it is closed with
     the returned reader, or here when it is not used. Close the returned reader when it is not
     ``reader``; that leaves ``reader`` open."""
-    decoder = decoder if decoder is not None else CpuJpegDecoder(min(8, os.cpu_count() or 1))
+    decoder = decoder if decoder is not None else CpuJpegDecoder()
     tiff = _tiff_of(reader)
     if tiff is None:
         decoder.close()

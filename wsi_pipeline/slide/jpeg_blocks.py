@@ -36,7 +36,8 @@ class JpegBlockReader:
     """Reads blocks of the JPEG levels ``levels`` (level index -> :class:`JpegLevel`) of ``path``.
 
     ``downsamples[level]`` maps level-0 locations to level pixels in :meth:`read_region`, as the
-    slide readers do. The reader owns ``decoder`` (default: libjpeg-turbo, 1 thread). Thread-safe.
+    slide readers do. The reader owns ``decoder`` (default: libjpeg-turbo, ``CpuJpegDecoder()``).
+    Thread-safe.
     """
 
     def __init__(
@@ -50,7 +51,7 @@ class JpegBlockReader:
         self.path = Path(path)
         self._levels = dict(levels)
         self._downsamples = list(downsamples)
-        self.decoder: TileDecoder = decoder if decoder is not None else CpuJpegDecoder(1)
+        self.decoder: TileDecoder = decoder if decoder is not None else CpuJpegDecoder()
         self._fd = os.open(self.path, os.O_RDONLY)
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, int], np.ndarray | None] = OrderedDict()
@@ -61,6 +62,10 @@ class JpegBlockReader:
     @property
     def levels(self) -> frozenset[int]:
         return frozenset(self._levels)
+
+    def spec(self, level: int) -> JpegLevel:
+        """Layout of JPEG level ``level``."""
+        return self._levels[level]
 
     def retain(self, levels: set[int]) -> None:
         """Serve only ``levels`` (of those it has) from now on."""
@@ -148,7 +153,7 @@ class JpegBlockReader:
                     continue  # another thread decoded it meanwhile
                 self._cache[key] = tile
                 self._cache_bytes += 0 if tile is None else tile.nbytes
-            while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
+            while self._cache_bytes > self._cache_limit and self._cache:
                 _, old = self._cache.popitem(last=False)
                 self._cache_bytes -= 0 if old is None else old.nbytes
 
@@ -186,7 +191,10 @@ def _shape_problem(tile: np.ndarray, lv: JpegLevel, index: int) -> str | None:
 
 
 def jpeg_block_reader(
-    tiff: TiffFileReader, levels: set[int] | None = None, decoder: TileDecoder | None = None
+    tiff: TiffFileReader,
+    levels: set[int] | None = None,
+    decoder: TileDecoder | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> JpegBlockReader | None:
     """A :class:`JpegBlockReader` for those of ``levels`` (default: all) of ``tiff`` whose tiles are
     JPEG (:func:`~wsi_pipeline.slide.jpeg_tiles.jpeg_level`), or None when there are none. It opens
@@ -201,4 +209,4 @@ def jpeg_block_reader(
         if decoder is not None:
             decoder.close()
         return None
-    return JpegBlockReader(tiff.path, found, tiff.level_downsamples, decoder)
+    return JpegBlockReader(tiff.path, found, tiff.level_downsamples, decoder, cache_bytes)

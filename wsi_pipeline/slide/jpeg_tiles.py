@@ -131,15 +131,15 @@ class TileDecoder(Protocol):
 
 
 class CpuJpegDecoder:
-    """libjpeg-turbo (imagecodecs) with ``threads`` decoding at once; the calling thread takes a
-    share, so ``threads=1`` decodes inline. Bit-identical to OpenSlide (the same libjpeg-turbo
-    settings: ISLOW IDCT, fancy upsampling)."""
+    """libjpeg-turbo (imagecodecs) with ``threads`` decoding at once (default: the CPU count, at
+    most 8); the calling thread takes a share, so ``threads=1`` decodes inline. Bit-identical to
+    OpenSlide (the same libjpeg-turbo settings: ISLOW IDCT, fancy upsampling)."""
 
     name = "libjpeg-turbo"
     tolerance = 0
 
-    def __init__(self, threads: int = 1) -> None:
-        self.threads = max(1, int(threads))
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = max(1, int(threads if threads is not None else min(8, os.cpu_count() or 1)))
         self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
 
     def decode(self, level: JpegLevel, tiles: Sequence[bytes]) -> list[np.ndarray]:
