@@ -95,9 +95,8 @@ def fast_block_reader(
 
     Only ``levels`` (default: all) are probed, so a caller that reads one level pays for one probe.
     ``decoder`` decodes JPEG tiles (default: libjpeg-turbo on up to 8 CPU threads; for a device,
-    ``jpeg_gpu.tile_decoder(device)``); it is closed with
-    the returned reader, or here when it is not used. Close the returned reader when it is not
-    ``reader``; that leaves ``reader`` open."""
+    ``jpeg_gpu.tile_decoder(device)``); it is closed with the returned reader, or here when unused.
+    Close the returned reader when it is not ``reader``; that leaves ``reader`` open."""
     decoder = decoder if decoder is not None else CpuJpegDecoder()
     tiff = _tiff_of(reader)
     if tiff is None:
@@ -105,7 +104,10 @@ def fast_block_reader(
         return reader
     same = set(range(reader.level_count)) if tiff is reader else _same_levels(reader, tiff)
     wanted = same if levels is None else same & set(levels)
-    jpeg = jpeg_block_reader(tiff, wanted, decoder)
+    try:
+        jpeg = jpeg_block_reader(tiff, wanted, decoder)
+    except OSError:  # cannot open the file a second time: no JPEG path (the decoder is closed)
+        jpeg = None
     if jpeg is not None:
         jpeg.retain(_verified(reader, jpeg, jpeg.levels, jpeg.decoder.tolerance))
         if not jpeg.levels:

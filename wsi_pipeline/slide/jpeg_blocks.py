@@ -51,8 +51,8 @@ class JpegBlockReader:
         self.path = Path(path)
         self._levels = dict(levels)
         self._downsamples = list(downsamples)
-        self.decoder: TileDecoder = decoder if decoder is not None else CpuJpegDecoder()
         self._fd = os.open(self.path, os.O_RDONLY)
+        self.decoder: TileDecoder = decoder if decoder is not None else CpuJpegDecoder()
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, int], np.ndarray | None] = OrderedDict()
         self._cache_bytes = 0
@@ -198,15 +198,26 @@ def jpeg_block_reader(
 ) -> JpegBlockReader | None:
     """A :class:`JpegBlockReader` for those of ``levels`` (default: all) of ``tiff`` whose tiles are
     JPEG (:func:`~wsi_pipeline.slide.jpeg_tiles.jpeg_level`), or None when there are none. It opens
-    its own file descriptor: ``tiff`` may be closed afterwards. ``decoder`` is closed when unused."""
+    its own file descriptor (``OSError`` when it cannot): ``tiff`` may be closed afterwards.
+    ``decoder`` is closed when unused."""
     found = {}
     for level in range(tiff.level_count):
-        page = tiff.level_page(level) if levels is None or level in levels else None
-        spec = None if page is None else jpeg_level(page)
+        if levels is not None and level not in levels:
+            continue
+        try:
+            page = tiff.level_page(level)
+            spec = None if page is None else jpeg_level(page)
+        except Exception:  # noqa: BLE001 - odd tags or unreadable first tile: leave the level to the readers
+            spec = None
         if spec is not None:
             found[level] = spec
     if not found:
         if decoder is not None:
             decoder.close()
         return None
-    return JpegBlockReader(tiff.path, found, tiff.level_downsamples, decoder, cache_bytes)
+    try:
+        return JpegBlockReader(tiff.path, found, tiff.level_downsamples, decoder, cache_bytes)
+    except OSError:
+        if decoder is not None:
+            decoder.close()
+        raise
