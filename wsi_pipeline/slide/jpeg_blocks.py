@@ -89,12 +89,13 @@ class JpegBlockReader:
         lv = self._levels[level]
         ix0, iy0 = max(x, 0), max(y, 0)
         ix1, iy1 = min(x + width, lv.width), min(y + height, lv.height)
-        inside = ix0 == x and iy0 == y and ix1 == x + width and iy1 == y + height
-        out = np.empty((height, width, 3), np.uint8)
-        if not inside:
-            out.fill(255)
         if ix0 >= ix1 or iy0 >= iy1:
-            return out
+            return np.full((height, width, 3), 255, np.uint8)
+        out = np.empty((height, width, 3), np.uint8)
+        out[: iy0 - y] = 255  # white outside the level: above, below, left, right
+        out[iy1 - y :] = 255
+        out[iy0 - y : iy1 - y, : ix0 - x] = 255
+        out[iy0 - y : iy1 - y, ix1 - x :] = 255
         cols = range(ix0 // lv.tile_w, (ix1 - 1) // lv.tile_w + 1)
         rows = range(iy0 // lv.tile_h, (iy1 - 1) // lv.tile_h + 1)
         indices = [ty * lv.tiles_across + tx for ty in rows for tx in cols]
