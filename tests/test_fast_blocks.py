@@ -10,6 +10,7 @@ import pytest
 from wsi_pipeline.errors import SlideReadError
 from wsi_pipeline.slide import OpenSlideReader, TiffFileReader, open_slide, read_region_at_mpp
 from wsi_pipeline.slide.fast_blocks import FastBlockReader, fast_block_reader
+from wsi_pipeline.slide.jpeg_blocks import JpegBlockReader
 from wsi_pipeline.testing import gradient_image, write_ome_tiff, write_pyramidal_tiff
 
 
@@ -43,7 +44,7 @@ def test_jpeg_pyramid_reads_are_identical_to_openslide(jpeg_pyramid: Path) -> No
         fast = fast_block_reader(reader)
         try:
             assert isinstance(fast, FastBlockReader)
-            assert fast.fast_levels == {0, 1, 2}
+            assert fast.fast_levels == {0, 1, 2} and fast.jpeg_levels == {0, 1, 2}
             assert fast.dimensions == reader.dimensions and fast.metadata_mpp == reader.metadata_mpp
             rng = np.random.default_rng(0)
             for _ in range(12):
@@ -65,16 +66,14 @@ def test_jpeg_pyramid_reads_are_identical_to_openslide(jpeg_pyramid: Path) -> No
         assert reader.read_region((0, 0), 0, (8, 8)).shape == (8, 8, 3)
 
 
-def test_non_openslide_readers_are_returned_unchanged(tmp_path: Path) -> None:
+def test_tifffile_readers_of_non_jpeg_slides_are_returned_unchanged(tmp_path: Path) -> None:
     path = write_ome_tiff(tmp_path / "x.ome.tif", _textured(300, 300), mpp=0.5, levels=2)
     with open_slide(path) as reader:
         assert isinstance(reader, TiffFileReader)
         assert fast_block_reader(reader) is reader
 
 
-def test_mismatching_levels_stay_with_openslide(jpeg_pyramid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = TiffFileReader.read_region
-
+def _flip_level_1(real):  # type: ignore[no-untyped-def]
     def off_by_one(self, location, level, size):  # type: ignore[no-untyped-def]
         pixels = real(self, location, level, size)
         if level == 1:
@@ -82,7 +81,20 @@ def test_mismatching_levels_stay_with_openslide(jpeg_pyramid: Path, monkeypatch:
             pixels[0, 0, 0] ^= 1
         return pixels
 
-    monkeypatch.setattr(TiffFileReader, "read_region", off_by_one)
+    return off_by_one
+
+
+def test_a_mismatching_jpeg_level_falls_back_to_tifffile_then_openslide(
+    jpeg_pyramid: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(JpegBlockReader, "read_region", _flip_level_1(JpegBlockReader.read_region))
+    with open_slide(jpeg_pyramid) as reader:
+        fast = fast_block_reader(reader)
+        assert isinstance(fast, FastBlockReader)
+        assert fast.jpeg_levels == {0, 2} and fast.tiff_levels == {1} and fast.fast_levels == {0, 1, 2}
+        assert np.array_equal(fast.read_region((0, 0), 1, (64, 64)), reader.read_region((0, 0), 1, (64, 64)))
+        fast.close()
+    monkeypatch.setattr(TiffFileReader, "read_region", _flip_level_1(TiffFileReader.read_region))
     with open_slide(jpeg_pyramid) as reader:
         fast = fast_block_reader(reader)
         assert isinstance(fast, FastBlockReader) and fast.fast_levels == {0, 2}

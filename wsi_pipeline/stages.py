@@ -74,7 +74,7 @@ def score_tiles(
     )
     total = len(cells)
     step = None if progress is None else (lambda n: progress(n, total))
-    # tifffile decoding of the level we read, where verified identical to OpenSlide
+    # batched JPEG (or tifffile) decoding of the level we read, where verified identical to the reader
     source = fast_block_reader(reader, {grid.level})
     try:
         return engine.run(

@@ -174,6 +174,11 @@ class TiffFileReader(SlideReader):
         match = re.search(r"\bMPP\s*=\s*([0-9.eE+-]+)", self._levels[0].key.description or "")
         return float(match.group(1)) if match else None
 
+    def level_page(self, level: int) -> tifffile.TiffPage | tifffile.TiffFrame | None:
+        """The one TIFF page that holds ``level`` (None when its channels are separate pages)."""
+        pages = self._levels[level].pages
+        return pages[0] if len(pages) == 1 else None
+
     # -- pixels --------------------------------------------------------------
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         width, height = int(size[0]), int(size[1])
