@@ -67,6 +67,7 @@ def _register_optional_commands() -> None:
     for module_name, attr in (
         ("wsi_pipeline.cli.demo", "demo_command"),
         ("wsi_pipeline.cli.export", "export_command"),
+        ("wsi_pipeline.viewer.command", "view_command"),
     ):
         try:
             module = importlib.import_module(module_name)
