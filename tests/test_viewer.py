@@ -20,7 +20,14 @@ from wsi_pipeline.viewer import Lesion, ViewerData, write_viewer
 from wsi_pipeline.viewer.layers import MIN_ALPHA, heatmap_layer, heatmap_rgba, lesion_entries
 from wsi_pipeline.viewer.page import TileSource, page_data, render_page
 from wsi_pipeline.viewer.pyramid import halve, level_sizes, write_pyramid
-from wsi_pipeline.viewer.results import load_result_folder, read_heatmap, read_lesions, read_summary, slide_path
+from wsi_pipeline.viewer.results import (
+    load_result_folder,
+    read_heatmap,
+    read_lesions,
+    read_summary,
+    slide_path,
+)
+from wsi_pipeline.viewer.write import pyramid_scale
 from wsi_pipeline.writers import inferno
 
 
@@ -95,7 +102,10 @@ def test_pyramid_resamples_and_skips_blank_glass(tmp_path):
     written = {p.name for p in (tmp_path / "t" / str(top)).iterdir()}
     assert bits.reshape(5, 7)[4, 0] == 1 and "0_4.jpeg" not in written  # glass below the tissue
     assert bits.reshape(5, 7)[2, 3] == 0 and "3_2.jpeg" in written  # tissue
-    assert pyramid.n_blank > 0 and len(list((tmp_path / "t").rglob("*.jpeg"))) == pyramid.n_tiles - pyramid.n_blank
+    assert (
+        pyramid.n_blank > 0
+        and len(list((tmp_path / "t").rglob("*.jpeg"))) == pyramid.n_tiles - pyramid.n_blank
+    )
     assert max(abs(c - 240) for c in pyramid.glass) <= 3
 
 
@@ -131,7 +141,9 @@ def test_page_inlines_everything_and_escapes_data():
     assert html.count("</script>") == 3  # the data, OpenSeadragon and the viewer script
     assert "<b>" not in html.split("<body>")[1].split("<script")[0]
     payload = _page_json(html)
-    assert payload["slide"]["name"] == "a</script><b>.svs" and payload["notes"] == [["model", "test </script> model"]]
+    assert payload["slide"]["name"] == "a</script><b>.svs" and payload["notes"] == [
+        ["model", "test </script> model"]
+    ]
     assert payload["tiles"]["url"] is None and payload["heatmap"]["minProb"] == 0.2
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing from the network
     assert "Redistribution and use in source and binary forms" in html  # the BSD licence travels along
@@ -144,8 +156,10 @@ def test_write_viewer_files_and_size(tmp_path):
     assert [p.name for p in written] == ["viewer.html", "viewer_files", "viewer.dzi"]
     payload = _page_json((tmp_path / "out" / "viewer.html").read_text())
     assert payload["tiles"]["url"] == "viewer_files/" and payload["tiles"]["maxLevel"] == 11
-    assert payload["tiles"]["level0Px"] == pytest.approx(1.944)
-    assert 'Width="1544" Height="1029"' in (tmp_path / "out" / "viewer.dzi").read_text()
+    assert payload["tiles"]["level0Px"] == 2.0  # the slide's 1 um/px level, within 5 % of 0.972
+    assert 'Width="1500" Height="1000"' in (tmp_path / "out" / "viewer.dzi").read_text()
+    with open_slide(slide) as reader:
+        assert [pyramid_scale(reader, wanted) for wanted in (1.944, 1.5, 0.5)] == [2.0, 1.5, 1.0]
     no_slide = write_viewer(tmp_path / "bare", review_data(), None)
     assert [p.name for p in no_slide] == ["viewer.html"]
     with open_slide(slide) as reader, pytest.raises(ValueError, match="px"):
@@ -161,7 +175,8 @@ def _results_folder(root: Path, slide: Path) -> Path:
     folder.mkdir(parents=True)
     data = review_data()
     summary = {"slide": str(slide), "slide_name": slide.name, "mpp": 0.5, "slide_score": 0.93,
-               "category": "micrometastasis", "largest_tumor_region_mm": 0.424, "n_tiles_tissue": 84}  # fmt: skip
+               "category": "micrometastasis", "largest_tumor_region_mm": 0.424,
+               "n_tiles_tissue": 84}  # fmt: skip
     (folder / "summary.json").write_text(json.dumps(summary))
     attrs = {"cell_origin_level0": list(CELL_ORIGIN), "cell_size_level0_px": CELL}
     write_heatmap_zarr(folder / "heatmap.zarr", data.heatmap, attrs)
@@ -187,7 +202,11 @@ def test_results_folder_round_trip(tmp_path):
     assert [(lesion.name, lesion.category, len(lesion.rings)) for lesion in lesions] == [
         ("small", "micrometastasis", 2), ("Tumor region 1", "micrometastasis", 1)]  # fmt: skip
     data = load_result_folder(folder, SIZE)
-    assert data.call == "micrometastasis (0.42 mm)" and data.score == 0.93 and ("analysed tiles", "84") in data.notes
+    assert (
+        data.call == "micrometastasis (0.42 mm)"
+        and data.score == 0.93
+        and ("analysed tiles", "84") in data.notes
+    )
 
 
 def test_view_errors_are_one_line(tmp_path, monkeypatch, capsys, shared_data):

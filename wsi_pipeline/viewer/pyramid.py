@@ -93,8 +93,12 @@ def halve(pixels: np.ndarray) -> np.ndarray:
 
 
 def is_blank(tile: np.ndarray) -> bool:
-    low, high = tile.min(axis=(0, 1)), tile.max(axis=(0, 1))
-    return bool(low.min() >= BLANK_MIN and (high.astype(np.int16) - low).max() <= BLANK_RANGE)
+    """Bright, nearly uniform glass (see BLANK_MIN, BLANK_RANGE); ``tile`` is (h, w, 3) uint8."""
+    flat = tile.reshape(-1, 3)
+    if flat.min() < BLANK_MIN:  # most tissue tiles stop here
+        return False
+    # one channel at a time: numpy's multi-axis min/max of a small-last-axis array is ~30x slower
+    return all(int(flat[:, k].max()) - int(flat[:, k].min()) <= BLANK_RANGE for k in range(3))
 
 
 class _TileSink:
@@ -121,9 +125,9 @@ class _TileSink:
             y0, y1 = max(row * ts - ov, 0), min((row + 1) * ts + ov, height)
             for col in range(core[0] // ts, math.ceil(core[2] / ts)):
                 x0, x1 = max(col * ts - ov, 0), min((col + 1) * ts + ov, width)
-                tile = pixels[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-                if tile.shape[:2] != (y1 - y0, x1 - x0) or y0 < oy or x0 < ox:
+                if y0 < oy or x0 < ox or y1 - oy > pixels.shape[0] or x1 - ox > pixels.shape[1]:
                     raise AssertionError(f"level {level} tile {col},{row} not inside its block")
+                tile = np.ascontiguousarray(pixels[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
                 self.n_tiles += 1
                 if is_blank(tile):
                     index = row * cols + col
@@ -133,7 +137,7 @@ class _TileSink:
                     continue
                 buffer = io.BytesIO()
                 options = {"quality": self.quality} if self.fmt == "jpeg" else {"compress_level": 1}
-                Image.fromarray(np.ascontiguousarray(tile)).save(buffer, format=self.fmt.upper(), **options)
+                Image.fromarray(tile).save(buffer, format=self.fmt.upper(), **options)
                 (self.tiles_dir / str(level) / f"{col}_{row}.{self.fmt}").write_bytes(buffer.getvalue())
                 self.n_bytes += buffer.tell()
 
