@@ -224,15 +224,38 @@
   fillPanel();
 
   // --- hooks for people and tests ---------------------------------------------------------------
+  /** True when every layer is open, all tiles wanted for the view are loaded and nothing moves. */
+  function isIdle() {
+    const viewport = viewer.viewport;
+    const count = viewer.world.getItemCount();
+    if (count !== state.expected || viewer.isAnimating()) return false;
+    for (let i = 0; i < count; i++) if (!viewer.world.getItemAt(i).getFullyLoaded()) return false;
+    const [now, target] = [viewport.getCenter(true), viewport.getCenter(false)];
+    const width = viewport.getBounds(false).width;
+    return Math.abs(viewport.getZoom(true) / viewport.getZoom(false) - 1) < 1e-6 &&
+      Math.abs(now.x - target.x) < 1e-6 * width && Math.abs(now.y - target.y) < 1e-6 * width;
+  }
+
   window.wsiViewer = {
     viewer,
     data,
     state,
     goToLesion,
-    /** True when every layer is open, all tiles wanted for the view are loaded and nothing moves. */
-    isIdle: () => viewer.world.getItemCount() === state.expected &&
-      Array.from({ length: state.expected }, (_, i) => viewer.world.getItemAt(i).getFullyLoaded()).every(Boolean) &&
-      !viewer.isAnimating(),
+    isIdle,
+    /** Resolves once isIdle() has held for `frames` animation frames in a row. */
+    settled: (frames = 5, timeoutMs = 15000) => new Promise((resolve, reject) => {
+      const start = performance.now();
+      let calm = 0;
+      const step = () => {
+        calm = isIdle() ? calm + 1 : 0;
+        if (calm >= frames) resolve(true);
+        else if (performance.now() - start > timeoutMs) reject(new Error("the viewer did not settle"));
+        else requestAnimationFrame(step);
+      };
+      requestAnimationFrame(step);
+    }),
+    /** Levels of the slide tiles drawn in the last frame. */
+    drawnLevels: () => state.slide ? state.slide.getTilesToDraw().map((info) => info.tile.level) : [],
     /** Page (CSS px) position of a level-0 slide point. */
     slideToPage: (x, y) => {
       const p = viewer.viewport.pixelFromPoint(new OSD.Point(x, y), true);
