@@ -107,6 +107,10 @@ def test_pyramid_resamples_and_skips_blank_glass(tmp_path):
         and len(list((tmp_path / "t").rglob("*.jpeg"))) == pyramid.n_tiles - pyramid.n_blank
     )
     assert max(abs(c - 240) for c in pyramid.glass) <= 3
+    # one tile shows the whole slide from level 8 down: bright and uniform-looking, but not glass
+    assert all(not any(pyramid.blank[level]) for level in range(9))
+    level9 = np.unpackbits(np.frombuffer(pyramid.blank[9], np.uint8), bitorder="little")[:4]
+    assert level9.tolist() == [0, 0, 1, 1]  # 2 x 2 tiles; the lower two are 4 px of glass
 
 
 # --- layers and page --------------------------------------------------------------------------
@@ -209,22 +213,35 @@ def test_results_folder_round_trip(tmp_path):
     )
 
 
-def test_view_errors_are_one_line(tmp_path, monkeypatch, capsys, shared_data):
+def _view_error(monkeypatch, capsys, args: list[str]) -> str:
     from cli_helpers import run_wsi_pipeline
 
+    assert run_wsi_pipeline(monkeypatch, ["view", *args]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_view_errors_are_one_line(tmp_path, monkeypatch, capsys):
     def error(args: list[str]) -> str:
-        assert run_wsi_pipeline(monkeypatch, ["view", *args]) == 1
-        lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ")
-        return lines[0]
+        return _view_error(monkeypatch, capsys, args)
 
     assert "no such results folder" in error([str(tmp_path / "missing")])
     assert "summary.json is missing" in error([str(tmp_path)])
     slide = write_review_slide(tmp_path / "review.tif")
     folder = _results_folder(tmp_path, slide)
-    moved = tmp_path / "elsewhere.tif"
-    slide.rename(moved)
-    assert "slide not found" in error([str(folder), "--port", "0"])
+    slide.rename(tmp_path / "elsewhere.tif")
+    line = error([str(folder), "--port", "0"])
+    assert "slide not found" in line and str(slide) in line
+
+
+def test_view_of_a_tifffile_only_slide_points_to_viewer_html(tmp_path, monkeypatch, capsys, shared_data):
+    from cli_helpers import run_wsi_pipeline
+
+    def error(args: list[str]) -> str:
+        return _view_error(monkeypatch, capsys, args)
+
+    folder = _results_folder(tmp_path, write_review_slide(tmp_path / "review.tif"))
     # a slide only tifffile reads cannot be served at full resolution; --write makes viewer.html
     ome = tmp_path / "os1_detail.ome.tif"
     shutil.copy(shared_data / "slides" / "os1_detail.ome.tif", ome)

@@ -32,7 +32,7 @@ from viewer_fixtures import (
 )
 
 from wsi_pipeline.slide import open_slide
-from wsi_pipeline.viewer import write_viewer
+from wsi_pipeline.viewer import ViewerData, write_viewer
 from wsi_pipeline.writers import inferno
 
 CYAN, YELLOW = (0, 229, 255), (255, 234, 0)  # outline colours (viewer.css)
@@ -166,6 +166,16 @@ def test_page_moved_without_its_tiles_says_so(context, viewer_html, tmp_path):
     assert "viewer_files" in page.inner_text("#status")
     assert page.eval_on_selector_all("#lesion-list button", "b => b.length") == 2  # the rest still works
     page.close()
+
+
+def test_page_without_slide_heatmap_or_lesions(context, tmp_path):
+    page_path = write_viewer(tmp_path, ViewerData("bare.svs", (4000, 3000), 0.25), None)[0]
+    viewer = open_viewer(context, page_path.as_uri())
+    assert viewer.js("document.getElementById('panel').innerText").count("No tumour regions found.") == 1
+    assert viewer.js("document.getElementById('toggle-heatmap').disabled") is True
+    assert close_to(viewer.colour(viewer.screenshot(), 2000, 1500), (240, 240, 240), 3)  # plain glass
+    assert viewer.errors == []
+    viewer.page.close()
 
 
 # --- wsi-pipeline view on a real slide ---------------------------------------------------------

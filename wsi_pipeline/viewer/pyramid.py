@@ -9,7 +9,8 @@ The top level is read block by block (``2**block_levels`` tiles a side plus a sm
 each block gives the tiles of ``block_levels`` levels by halving; the next level down is kept in
 memory (1/``4**block_levels`` of the top level's pixels) and pyramided the same way. Blank
 glass tiles (bright and nearly uniform) are not written: they are listed in a bit set per level
-and drawn in the viewer with one glass colour (like ``vips dzsave --skip-blanks``).
+and drawn in the viewer with one glass colour (like ``vips dzsave --skip-blanks``); a tile below
+the top level is blank when the tiles it is made of are.
 """
 
 from __future__ import annotations
@@ -120,7 +121,6 @@ class _TileSink:
         starts); ``pixels`` hold level px from (ox, oy) on, core plus ``overlap`` px around it."""
         ts, ov = self.ts, self.ov
         width, height = self.sizes[level]
-        cols = self.grid[level][0]
         for row in range(core[1] // ts, math.ceil(core[3] / ts)):
             y0, y1 = max(row * ts - ov, 0), min((row + 1) * ts + ov, height)
             for col in range(core[0] // ts, math.ceil(core[2] / ts)):
@@ -129,17 +129,35 @@ class _TileSink:
                     raise AssertionError(f"level {level} tile {col},{row} not inside its block")
                 tile = np.ascontiguousarray(pixels[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
                 self.n_tiles += 1
-                if is_blank(tile):
-                    index = row * cols + col
-                    self.blank[level][index >> 3] |= 1 << (index & 7)
-                    self.n_blank += 1
-                    self.glass.append(tile.reshape(-1, 3).mean(axis=0))
+                top = level == len(self.sizes) - 1
+                if is_blank(tile) if top else self._children_blank(level, col, row):
+                    self._set_blank(level, col, row)
+                    if top:
+                        self.glass.append(tile.reshape(-1, 3).mean(axis=0))
                     continue
                 buffer = io.BytesIO()
                 options = {"quality": self.quality} if self.fmt == "jpeg" else {"compress_level": 1}
                 Image.fromarray(tile).save(buffer, format=self.fmt.upper(), **options)
                 (self.tiles_dir / str(level) / f"{col}_{row}.{self.fmt}").write_bytes(buffer.getvalue())
                 self.n_bytes += buffer.tell()
+
+    def _is_set(self, level: int, col: int, row: int) -> bool:
+        index = row * self.grid[level][0] + col
+        return bool(self.blank[level][index >> 3] >> (index & 7) & 1)
+
+    def _set_blank(self, level: int, col: int, row: int) -> None:
+        index = row * self.grid[level][0] + col
+        self.blank[level][index >> 3] |= 1 << (index & 7)
+        self.n_blank += 1
+
+    def _children_blank(self, level: int, col: int, row: int) -> bool:
+        """Below the top level a tile is glass when the (up to 4) tiles it halves are: a few pixels
+        averaging a whole slide look uniform and bright too, but are not glass."""
+        cols, rows = self.grid[level + 1]
+        children = [
+            (c, r) for c in (2 * col, 2 * col + 1) for r in (2 * row, 2 * row + 1) if c < cols and r < rows
+        ]
+        return all(self._is_set(level + 1, c, r) for c, r in children)
 
     def glass_colour(self) -> tuple[int, int, int]:
         if not self.glass:
