@@ -10,6 +10,7 @@ from wsi_pipeline import __version__
 from wsi_pipeline.cli.common import run_cli
 from wsi_pipeline.cli.demo import demo_command
 from wsi_pipeline.cli.export import export_command
+from wsi_pipeline.viewer.command import view_command
 
 
 @click.group()
@@ -64,6 +65,7 @@ def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str, data: P
 
 cli.add_command(demo_command)
 cli.add_command(export_command)
+cli.add_command(view_command)
 
 
 def main() -> None:

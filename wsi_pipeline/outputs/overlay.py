@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_pipeline.errors import OutputError
+from wsi_pipeline.outputs.colormap import inferno
 from wsi_pipeline.result import SlideResult
 from wsi_pipeline.tiling import CellGeometry
 
@@ -20,29 +21,6 @@ def write(folder: Path, result: SlideResult) -> None:
     title = f"{summary.slide_name}: slide score {summary.slide_score:.3f} ({summary.category})"
     geometry = result.grid.cell_geometry()
     write_overlay_png(folder / NAME, thumb, thumb_downsample, result.heatmap, geometry, title=title)
-
-
-#: matplotlib's "inferno" colour map sampled at 33 evenly spaced points (0, 1/32, ..., 1); the
-#: overlay interpolates between them. Kept here so writing an overlay needs no matplotlib import
-#: (~2 s on a small CPU, more than analysing a small slide).
-INFERNO_ANCHORS = np.array(
-    [
-        (0, 0, 4), (4, 3, 18), (11, 7, 36), (21, 11, 55), (33, 12, 74), (47, 10, 91),
-        (61, 9, 101), (74, 12, 107), (87, 16, 110), (100, 21, 110), (113, 25, 110), (125, 30, 109),
-        (138, 34, 106), (151, 39, 102), (163, 44, 97), (176, 49, 91), (188, 55, 84), (199, 62, 76),
-        (210, 70, 68), (219, 80, 59), (228, 90, 49), (235, 102, 40), (241, 115, 29), (246, 128, 19),
-        (249, 142, 9), (251, 157, 7), (252, 172, 17), (251, 188, 33), (249, 203, 53), (245, 219, 76),
-        (242, 234, 105), (243, 246, 138), (252, 255, 164),
-    ],
-    dtype=np.float64,
-)  # fmt: skip
-
-
-def inferno(values: np.ndarray) -> np.ndarray:
-    """RGB (float, 0-255) of the inferno colour map at ``values`` in [0, 1] (clipped)."""
-    v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
-    grid = np.linspace(0.0, 1.0, len(INFERNO_ANCHORS))
-    return np.stack([np.interp(v, grid, INFERNO_ANCHORS[:, k]) for k in range(3)], axis=-1)
 
 
 def _heatmap_on_thumbnail(
