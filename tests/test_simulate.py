@@ -13,7 +13,7 @@ import tifffile
 from scipy import ndimage
 
 from wsi_pipeline.aggregation import max_feret_cells
-from wsi_pipeline.data import ArrayDataset, open_patch_dataset
+from wsi_pipeline.data import PatchDataset, open_patch_dataset
 from wsi_pipeline.errors import DatasetError, OptionError
 from wsi_pipeline.simulate import (
     SimulationSpec,
@@ -117,7 +117,7 @@ def test_plan_rejects_bad_requests() -> None:
 def test_d4_views_follow_the_training_convention() -> None:
     import torch
 
-    from wsi_pipeline.training.augment import dihedral
+    from wsi_pipeline.d4 import dihedral
 
     x = np.random.default_rng(0).integers(0, 255, (2, 5, 5, 3), dtype=np.uint8)
     for k in range(8):
@@ -207,11 +207,29 @@ def test_build_slide_set_writes_slides_and_truths(patches, tmp_path: Path) -> No
     assert SlideTruth.load(written[1][1]).plan.to_dict() == again[1].to_dict()
 
 
+class _InMemory(PatchDataset):
+    """Patches held in an array (the generator reads through the PatchDataset contract)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.images, self._labels = images, labels.astype(np.int64)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    @property
+    def ids(self) -> list[str]:
+        return [f"mem:{i}" for i in range(len(self._labels))]
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        return self.images[np.asarray(indices, dtype=np.int64)]
+
+
 def test_large_slide_is_written_in_bounded_memory(tmp_path: Path) -> None:
     yy, xx = np.mgrid[0:96, 0:96]
     base = np.stack([yy * 2, xx * 2, (yy + xx)], axis=-1).astype(np.uint8)
     images = np.stack([np.roll(base, i, axis=0) for i in range(20)])
-    dataset = ArrayDataset(images, np.array([0, 1] * 10))
+    dataset = _InMemory(images, np.array([0, 1] * 10))
     spec = dataclasses.replace(SimulationSpec(), grid=(200, 24))  # 19,200 x 2,304 px
     plan = plan_slides(dataset.labels, np.arange(20), ["macro"], seed=0, spec=spec)[0]
     full = 200 * 96 * 24 * 96 * 3

@@ -12,11 +12,11 @@ import openslide
 import pytest
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
-from slide_factory import write_pyramidal_tiff
 from viewer_fixtures import CELL, CELL_ORIGIN, SIZE, TUMOUR_PROB, review_data, write_review_slide
 
 from wsi_pipeline.outputs.colormap import inferno
 from wsi_pipeline.slide import open_slide
+from wsi_pipeline.testing.slides import write_pyramidal_tiff
 from wsi_pipeline.viewer import Lesion, ViewerData, write_viewer
 from wsi_pipeline.viewer.layers import MIN_ALPHA, heatmap_layer, heatmap_rgba, lesion_entries
 from wsi_pipeline.viewer.page import TileSource, page_data, render_page

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from slide_factory import write_pyramidal_tiff
 
+from wsi_pipeline.testing.slides import write_pyramidal_tiff
 from wsi_pipeline.viewer import Lesion, ViewerData
 
 SIZE = (3000, 2000)
