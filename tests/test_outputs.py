@@ -59,13 +59,25 @@ def test_output_root_that_is_a_file_is_an_output_error(tmp_path):
 
 def test_heatmap_zarr_round_trip(tmp_path):
     hm = np.array([[0.1, np.nan, 0.9], [np.nan, 0.5, 0.0]], dtype=np.float32)
-    attrs = {"cell_size_um": 93.3, "origin": (1, 2), "mpp": np.float64(0.5), "score": float("nan")}
+    attrs = {
+        "cell_size_level0_px": 2.0,
+        "cell_origin_level0": (1, 2),
+        "mpp": np.float64(0.5),
+        "score": float("nan"),
+    }
     write_heatmap_zarr(tmp_path / "h.zarr", hm, attrs, chunk=2)
     back, got = read_heatmap_zarr(tmp_path / "h.zarr")
     assert back.dtype == np.float32
     np.testing.assert_array_equal(np.isnan(back), np.isnan(hm))
     np.testing.assert_allclose(back[~np.isnan(back)], hm[~np.isnan(hm)])
-    assert got == {"cell_size_um": 93.3, "origin": [1, 2], "mpp": 0.5, "score": None}
+    ours = {key: value for key, value in got.items() if key != "multiscales"}
+    assert ours == {"cell_size_level0_px": 2.0, "cell_origin_level0": [1, 2], "mpp": 0.5, "score": None}
+    with pytest.raises(ValueError, match="lack mpp"):
+        write_heatmap_zarr(
+            tmp_path / "x.zarr", hm, {"cell_size_level0_px": 2.0, "cell_origin_level0": [0, 0]}
+        )
+    with pytest.raises(OutputError, match="cannot read the heatmap"):
+        read_heatmap_zarr(tmp_path / "missing.zarr")
 
 
 def test_json_safe(tmp_path):

@@ -182,7 +182,7 @@ def _results_folder(root: Path, slide: Path) -> Path:
                "category": "micrometastasis", "largest_tumor_region_mm": 0.424,
                "n_tiles_tissue": 84}  # fmt: skip
     (folder / "summary.json").write_text(json.dumps(summary))
-    attrs = {"cell_origin_level0": list(CELL_ORIGIN), "cell_size_level0_px": CELL}
+    attrs = {"cell_origin_level0": list(CELL_ORIGIN), "cell_size_level0_px": CELL, "mpp": 0.5}
     write_heatmap_zarr(folder / "heatmap.zarr", data.heatmap, attrs)
     features = [
         {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [[[list(p) for p in ring]

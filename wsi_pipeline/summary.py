@@ -205,6 +205,7 @@ def _slide_info_json(info: SlideInfo) -> JsonDict:
         "level_downsamples": list(info.level_downsamples),
         "mpp": info.mpp,
         "mpp_source": info.mpp_source,
+        "bounds": None if info.bounds is None else list(info.bounds),
     }
 
 
@@ -221,6 +222,7 @@ def _from_dict(data: JsonDict) -> SlideSummary:
             mpp=info["mpp"],
             mpp_source=info["mpp_source"],
             name=info["name"],
+            bounds=None if info.get("bounds") is None else tuple(info["bounds"]),
         ),
         slide_score=data["slide_score"],
         slide_score_method=data["slide_score_method"],

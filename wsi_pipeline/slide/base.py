@@ -56,6 +56,12 @@ class SlideReader(ABC):
     def close(self) -> None: ...
 
     @property
+    def bounds(self) -> tuple[int, int, int, int] | None:
+        """``(x, y, width, height)`` in level-0 px of the non-empty region the format declares
+        (OpenSlide's ``openslide.bounds-*``, e.g. MIRAX or Leica), or None when there is none."""
+        return None
+
+    @property
     def level_count(self) -> int:
         return len(self.level_dimensions)
 

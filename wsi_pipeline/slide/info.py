@@ -56,6 +56,9 @@ class SlideInfo:
     mpp_source: str  # "metadata" | "option"
     name: str = ""  # default: the given path's file name
     given_path: Path | None = field(default=None, compare=False, repr=False)
+    #: ``(x, y, width, height)`` level-0 px of the region OpenSlide declares non-empty
+    #: (``openslide.bounds-*``); QuPath shows such slides cropped to it (see :attr:`bounds_offset`).
+    bounds: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "given_path", Path(self.given_path or self.path))
@@ -72,12 +75,23 @@ class SlideInfo:
             raise ValueError(f"{self.path}: level downsamples must be positive, got {self.level_downsamples}")
         object.__setattr__(self, "level_downsamples", downsamples)
         object.__setattr__(self, "mpp", check_mpp(self.mpp, "slide mpp"))
+        if self.bounds is not None:
+            bounds = tuple(int(v) for v in self.bounds)
+            if len(bounds) != 4 or min(bounds) < 0 or min(bounds[2:]) <= 0:
+                raise ValueError(f"{self.path}: bounds must be (x, y, width, height) >= 0, got {self.bounds}")
+            object.__setattr__(self, "bounds", bounds)
         if self.mpp_source not in MPP_SOURCES:
             raise ValueError(f"mpp_source must be one of {MPP_SOURCES}, got {self.mpp_source!r}")
 
     @property
     def level_count(self) -> int:
         return len(self.level_downsamples)
+
+    @property
+    def bounds_offset(self) -> tuple[int, int]:
+        """Level-0 ``(x, y)`` subtracted from every coordinate we write (GeoJSON, CSV, Zarr
+        translation): the bounds' origin, where QuPath's (0, 0) lies; ``(0, 0)`` without bounds."""
+        return (0, 0) if self.bounds is None else (self.bounds[0], self.bounds[1])
 
     @property
     def resolved_path(self) -> str:
@@ -98,4 +112,5 @@ def describe_slide(reader: SlideReader, mpp_override: float | None = None) -> Sl
         level_downsamples=tuple(reader.level_downsamples),
         mpp=resolve_mpp(reader, mpp_override),
         mpp_source="option" if mpp_override is not None else "metadata",
+        bounds=reader.bounds,
     )

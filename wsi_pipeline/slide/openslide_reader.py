@@ -57,6 +57,24 @@ class OpenSlideReader(SlideReader):
             return None
         return value if value is not None and np.isfinite(value) and value > 0 else None
 
+    @property
+    def bounds(self) -> tuple[int, int, int, int] | None:
+        """``openslide.bounds-x/-y/-width/-height`` (level-0 px), None when the slide has none."""
+        props = self._slide.properties
+        width, height = self.dimensions
+        try:
+            x = int(props.get(openslide.PROPERTY_NAME_BOUNDS_X, 0))
+            y = int(props.get(openslide.PROPERTY_NAME_BOUNDS_Y, 0))
+            w = int(props.get(openslide.PROPERTY_NAME_BOUNDS_WIDTH, width - x))
+            h = int(props.get(openslide.PROPERTY_NAME_BOUNDS_HEIGHT, height - y))
+        except ValueError:
+            return None
+        if not any(key.startswith("openslide.bounds-") for key in props):
+            return None
+        if not (0 <= x < width and 0 <= y < height and w > 0 and h > 0):
+            return None
+        return (x, y, w, h)
+
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         width, height = int(size[0]), int(size[1])
         if width <= 0 or height <= 0:

@@ -6,6 +6,7 @@ load (in a Dask worker too: ``DASK_DISTRIBUTED__WORKER__PRELOAD='["wsi_pipeline.
 Nothing in the package itself imports it.
 """
 
+from wsi_pipeline.testing.leica import write_leica_scn
 from wsi_pipeline.testing.probe import (
     PROBE_KWARGS,
     MeanIntensityProbe,
@@ -34,6 +35,7 @@ __all__ = [
     "pyramid_levels",
     "sample_summary",
     "save_probe_model",
+    "write_leica_scn",
     "write_ome_tiff",
     "write_pyramidal_tiff",
 ]

@@ -15,6 +15,7 @@ import numpy as np
 
 from wsi_pipeline.aggregation import CATEGORY_NONE, categorise
 from wsi_pipeline.errors import OptionError, OutputError, SlideOpenError
+from wsi_pipeline.outputs.heatmap_zarr import read_heatmap_zarr
 from wsi_pipeline.viewer.data import Lesion, ViewerData
 
 SUMMARY_NAME = "summary.json"
@@ -53,18 +54,20 @@ def slide_path(summary: dict[str, Any], folder: Path) -> Path:
     return path
 
 
-def read_lesions(path: Path) -> tuple[Lesion, ...]:
-    """Tumour regions of ``tumor.geojson``: polygons in level-0 px with their measurements."""
+def read_lesions(path: Path, offset: tuple[float, float] = (0.0, 0.0)) -> tuple[Lesion, ...]:
+    """Tumour regions of ``tumor.geojson`` as polygons in level-0 px (the file's coordinates plus
+    ``offset``, the OpenSlide bounds' origin they were written relative to) with their measurements."""
     if not Path(path).is_file():
         return ()
     try:
         collection = json.loads(Path(path).read_text(encoding="utf-8"))
-        return tuple(_lesion(feature, i) for i, feature in enumerate(collection.get("features", [])))
+        features = collection.get("features", [])
+        return tuple(_lesion(feature, i, offset) for i, feature in enumerate(features))
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise OutputError(f"{path}: not a readable tumour-region GeoJSON: {exc}") from exc
 
 
-def _lesion(feature: dict[str, Any], index: int) -> Lesion:
+def _lesion(feature: dict[str, Any], index: int, offset: tuple[float, float]) -> Lesion:
     geometry = feature["geometry"]
     if geometry["type"] == "Polygon":
         rings = list(geometry["coordinates"])
@@ -72,6 +75,8 @@ def _lesion(feature: dict[str, Any], index: int) -> Lesion:
         rings = [ring for polygon in geometry["coordinates"] for ring in polygon]
     else:
         raise ValueError(f"feature {index}: {geometry['type']} is not a polygon")
+    dx, dy = offset
+    rings = [[(float(x) + dx, float(y) + dy) for x, y, *_ in ring] for ring in rings]
     properties = feature.get("properties") or {}
     measurements = properties.get("measurements") or {}
     diameter = float(measurements.get("max_diameter_mm", math.nan))
@@ -90,19 +95,21 @@ def read_heatmap(path: Path) -> tuple[np.ndarray, tuple[float, float], float] | 
     """(heatmap, level-0 origin of cell (0, 0), cell side in level-0 px), None without a store."""
     if not Path(path).exists():
         return None
-    import zarr
-
+    heatmap, attrs = read_heatmap_zarr(path)
     try:
-        array = zarr.open_array(str(path), mode="r")
-        attrs = dict(array.attrs)
         origin = attrs["cell_origin_level0"]
-        return (
-            np.asarray(array[...], np.float32),
-            (float(origin[0]), float(origin[1])),
-            float(attrs["cell_size_level0_px"]),
-        )
-    except Exception as exc:  # zarr raises many kinds
-        raise OutputError(f"{path}: cannot read the heatmap: {exc}") from exc
+        return heatmap, (float(origin[0]), float(origin[1])), float(attrs["cell_size_level0_px"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise OutputError(f"{path}: cannot read the heatmap geometry: {exc}") from exc
+
+
+def bounds_offset(summary: dict[str, Any]) -> tuple[float, float]:
+    """Level-0 (x, y) the written coordinates are relative to: the OpenSlide bounds' origin, if any."""
+    info = summary.get("slide_info")
+    bounds = info.get("bounds") if isinstance(info, dict) else None
+    if isinstance(bounds, list) and len(bounds) == 4:
+        return float(bounds[0]), float(bounds[1])
+    return 0.0, 0.0
 
 
 def call_text(summary: dict[str, Any]) -> str:
@@ -138,7 +145,7 @@ def load_result_folder(folder: str | Path, size: tuple[int, int], mpp: float | N
         heatmap=None if heatmap is None else heatmap[0],
         heatmap_origin=(0.0, 0.0) if heatmap is None else heatmap[1],
         heatmap_cell_px=1.0 if heatmap is None else heatmap[2],
-        lesions=read_lesions(folder / GEOJSON_NAME),
+        lesions=read_lesions(folder / GEOJSON_NAME, bounds_offset(summary)),
         call=call_text(summary),
         score=float(score) if isinstance(score, (int, float)) and math.isfinite(score) else None,
         notes=tuple(notes),
