@@ -27,7 +27,7 @@ from wsi_pipeline.batch.runner import run_batch
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.models import load_model
 from wsi_pipeline.options import InferenceOptions
-from wsi_pipeline.outputs import OUTPUT_NAMES, read_heatmap_zarr
+from wsi_pipeline.outputs import OUTPUT_FILES, read_heatmap_zarr
 from wsi_pipeline.pipeline import run_slide
 from wsi_pipeline.testing import save_probe_model, write_pyramidal_tiff
 
@@ -307,7 +307,7 @@ def test_ctrl_c_leaves_nothing_that_looks_complete_and_resume_finishes(data, clu
     assert not (out / "held").exists() and not (out / "run_summary.csv").exists()
     for entry in out.iterdir():  # whatever looks like a slide folder is complete
         if not entry.name.startswith("."):
-            assert sorted(p.name for p in entry.iterdir()) == sorted(OUTPUT_NAMES)
+            assert sorted(p.name for p in entry.iterdir()) == sorted(OUTPUT_FILES)
 
     os.replace(real, held)
     lines: list[str] = []

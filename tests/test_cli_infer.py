@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from wsi_pipeline.cli.infer import cli, expand_slide_paths
 from wsi_pipeline.errors import OptionError, one_line_error
-from wsi_pipeline.outputs import OUTPUT_NAMES
+from wsi_pipeline.outputs import OUTPUT_FILES
 from wsi_pipeline.testing import save_probe_model, write_pyramidal_tiff
 
 
@@ -51,7 +51,7 @@ def test_single_slide_writes_outputs_and_reports(tmp_path, slides, probe_dir):
     out = tmp_path / "out"
     result = _invoke([str(slides["good"]), "-o", str(out), "--model", str(probe_dir), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (out / "good").iterdir()) == sorted(OUTPUT_NAMES)
+    assert sorted(p.name for p in (out / "good").iterdir()) == sorted(OUTPUT_FILES)
     assert "good.tif: slide_score" in result.output
     assert f"outputs in {out.resolve()}" in result.output
 

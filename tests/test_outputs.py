@@ -18,7 +18,7 @@ from wsi_pipeline.outputs.colormap import inferno
 from wsi_pipeline.outputs.geojson import cells_to_geometry, tumour_features, write_geojson
 from wsi_pipeline.outputs.heatmap_zarr import read_heatmap_zarr, write_heatmap_zarr
 from wsi_pipeline.outputs.overlay import write_overlay_png
-from wsi_pipeline.outputs.tiles_csv import write_tiles_csv
+from wsi_pipeline.outputs.tiles_csv import probability_columns, write_tiles_csv
 from wsi_pipeline.tiling import CellGeometry
 
 
@@ -92,10 +92,22 @@ def test_tiles_csv_layout(tmp_path):
     boxes = np.array([[0, 0, 187.2, 187.2], [187.2, 0, 187.2, 187.2]])
     write_tiles_csv(tmp_path / "t.csv", boxes, np.array([0.25, 0.123456789]))
     rows = list(csv.DictReader((tmp_path / "t.csv").read_text().splitlines()))
-    assert list(rows[0]) == ["minx", "miny", "width", "height", "prob_tumor"]
-    assert rows[1] == {"minx": "187", "miny": "0", "width": "187", "height": "187", "prob_tumor": "0.123457"}
+    assert list(rows[0]) == ["minx", "miny", "width", "height", "prob_normal", "prob_tumor"]
+    assert rows[1] == {"minx": "187", "miny": "0", "width": "187", "height": "187",
+                       "prob_normal": "0.876543", "prob_tumor": "0.123457"}  # fmt: skip
     with pytest.raises(ValueError, match="probabilities"):
         write_tiles_csv(tmp_path / "x.csv", boxes, np.array([0.1]))
+
+
+def test_tiles_csv_has_a_column_per_class_and_keeps_prob_tumor(tmp_path):
+    boxes = np.array([[0, 0, 96, 96]])
+    write_tiles_csv(tmp_path / "t.csv", boxes, np.array([0.75]), ("benign tissue", "metastasis"))
+    (row,) = csv.DictReader((tmp_path / "t.csv").read_text().splitlines())
+    assert row == {"minx": "0", "miny": "0", "width": "96", "height": "96", "prob_benign_tissue": "0.250000",
+                   "prob_metastasis": "0.750000", "prob_tumor": "0.750000"}  # fmt: skip
+    assert probability_columns(["normal", "tumor"]) == ["prob_normal", "prob_tumor"]
+    with pytest.raises(ValueError, match="duplicate"):
+        probability_columns(["a b", "a_b"])
 
 
 def test_cells_to_geometry_unions_footprints():

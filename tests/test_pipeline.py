@@ -13,7 +13,7 @@ from shapely.geometry import shape
 
 from wsi_pipeline.errors import NoTissueError, OptionError, SlideOpenError, SlideReadError, UnknownMppError
 from wsi_pipeline.options import InferenceOptions, params_hash
-from wsi_pipeline.outputs import OUTPUT_NAMES, read_heatmap_zarr, read_summary
+from wsi_pipeline.outputs import OUTPUT_FILES, OUTPUT_NAMES, read_heatmap_zarr, read_summary
 from wsi_pipeline.pipeline import run_slide
 from wsi_pipeline.testing import (
     PROBE_KWARGS,
@@ -128,7 +128,7 @@ def test_outputs_describe_the_tumour_region(tmp_path, probe):
     result = run_slide(slide, tmp_path / "out", InferenceOptions(tumor_threshold=0.5), probe)
     out = result.out_dir
     assert out == tmp_path / "out" / "tumour_block"
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["tumour_block"]
 
     s = json.loads((out / "summary.json").read_text())

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from wsi_pipeline.cli.infer import cli
 from wsi_pipeline.errors import NoTissueError, SlideOpenError, SlideReadError, UnknownMppError
 from wsi_pipeline.options import InferenceOptions
-from wsi_pipeline.outputs import OUTPUT_NAMES, read_heatmap_zarr
+from wsi_pipeline.outputs import OUTPUT_FILES, read_heatmap_zarr
 from wsi_pipeline.pcam import PCAM_MPP
 from wsi_pipeline.pipeline import run_slide
 from wsi_pipeline.testing import load_probe_model, save_probe_model
@@ -53,7 +53,7 @@ def good_results(slides_dir, probe, tmp_path_factory):
 @pytest.mark.parametrize("name", GOOD)
 def test_real_slide_produces_all_outputs(good_results, name):
     result = good_results[name]
-    assert sorted(p.name for p in result.out_dir.iterdir()) == sorted(OUTPUT_NAMES)
+    assert sorted(p.name for p in result.out_dir.iterdir()) == sorted(OUTPUT_FILES)
     summary = json.loads((result.out_dir / "summary.json").read_text())
     assert 0.0 <= summary["slide_score"] <= 1.0
     assert 0 < summary["n_tiles_tissue"] <= summary["n_tiles_total"]
@@ -84,7 +84,7 @@ def test_format_fixture_generic_tiff_with_mpp(slides_dir, probe, tmp_path):
         assert "boxes.tiff" in str(exc)
         assert list(tmp_path.iterdir()) == []
     else:
-        assert sorted(p.name for p in result.out_dir.iterdir()) == sorted(OUTPUT_NAMES)
+        assert sorted(p.name for p in result.out_dir.iterdir()) == sorted(OUTPUT_FILES)
 
 
 @pytest.mark.parametrize(

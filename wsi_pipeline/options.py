@@ -39,6 +39,7 @@ class InferenceOptions:
     tissue_threshold: float = 0.25  # min tissue fraction of a tile
     tumor_threshold: float = 0.5  # probability above which a cell counts as tumour
     num_readers: int = 2  # background tile-reading threads
+    viewer: bool = True  # also write viewer.html + its slide pyramid (does not change results)
 
     def __post_init__(self) -> None:
         if self.mpp is not None:
@@ -57,6 +58,8 @@ class InferenceOptions:
                 unit = " model pixel" if name == "stride" else ""
                 raise OptionError(f"{flag} must be >= {low}{unit}, got {value}")
         parse_device(self.device)
+        if not isinstance(self.viewer, bool):
+            raise OptionError(f"viewer must be True or False, got {self.viewer!r}")
         for name in ("tissue_threshold", "tumor_threshold"):
             value = getattr(self, name)
             if not (isinstance(value, Real) and 0.0 <= float(value) <= 1.0):
@@ -66,7 +69,7 @@ class InferenceOptions:
         return {key: json_safe(value) for key, value in asdict(self).items()}
 
     def result_params(self) -> JsonDict:
-        """The options that change results (device, batch size and readers do not)."""
+        """The options that change results (device, batch size, readers and the viewer do not)."""
         return {
             "mpp": self.mpp,
             "stride": self.stride,

@@ -13,23 +13,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsi_pipeline.files import TEMP_MARKER, slide_out_dir
-from wsi_pipeline.outputs import OUTPUT_NAMES, read_summary
+from wsi_pipeline.options import InferenceOptions
+from wsi_pipeline.outputs import has_outputs, read_summary
 from wsi_pipeline.summary import SlideSummary
 
 __all__ = ["ResumePlan", "clean_stale_temp", "is_up_to_date", "plan_resume", "read_complete_summary"]
 
 
-def read_complete_summary(out_dir: Path) -> SlideSummary | None:
-    """The slide's summary when its output folder is complete, else ``None``."""
+def read_complete_summary(out_dir: Path, options: InferenceOptions | None = None) -> SlideSummary | None:
+    """The slide's summary when its output folder holds every output a run with ``options`` writes
+    (default: the options the summary records), else ``None``."""
     out_dir = Path(out_dir)
-    if not all((out_dir / name).exists() for name in OUTPUT_NAMES):
+    summary = read_summary(out_dir)
+    if summary is None or not has_outputs(out_dir, options or summary.options):
         return None
-    return read_summary(out_dir)
+    return summary
 
 
-def is_up_to_date(out_dir: Path, params_hash: str) -> SlideSummary | None:
-    """The summary when ``out_dir`` is complete and made with ``params_hash``, else ``None``."""
-    summary = read_complete_summary(out_dir)
+def is_up_to_date(
+    out_dir: Path, params_hash: str, options: InferenceOptions | None = None
+) -> SlideSummary | None:
+    """The summary when ``out_dir`` is complete (for ``options``) and made with ``params_hash``."""
+    summary = read_complete_summary(out_dir, options)
     if summary is None or not params_hash or summary.params_hash != params_hash:
         return None
     return summary
@@ -43,12 +48,19 @@ class ResumePlan:
     skipped: dict[Path, SlideSummary]
 
 
-def plan_resume(slides: list[Path], out_root: Path, params_hash: str, resume: bool = True) -> ResumePlan:
-    """Split ``slides`` into those to (re)do and those already done with the same parameters."""
+def plan_resume(
+    slides: list[Path],
+    out_root: Path,
+    params_hash: str,
+    resume: bool = True,
+    options: InferenceOptions | None = None,
+) -> ResumePlan:
+    """Split ``slides`` into those to (re)do and those already done with the same parameters (and,
+    given the run's ``options``, with every output they ask for, e.g. the viewer)."""
     todo: list[Path] = []
     skipped: dict[Path, SlideSummary] = {}
     for slide in slides:
-        summary = is_up_to_date(slide_out_dir(out_root, slide), params_hash) if resume else None
+        summary = is_up_to_date(slide_out_dir(out_root, slide), params_hash, options) if resume else None
         if summary is None:
             todo.append(slide)
         else:

@@ -133,7 +133,7 @@ def run_batch(
     stale = clean_stale_temp(out_root)
     if stale:
         echo(f"Removed {len(stale)} stale temporary folder(s) left by an earlier interrupted run.")
-    plan = plan_resume(slide_paths, out_root, run_hash, resume=resume)
+    plan = plan_resume(slide_paths, out_root, run_hash, resume=resume, options=options)
     if plan.skipped:
         echo(f"Skipped {len(plan.skipped)} slide(s) already done with the same model and parameters.")
 

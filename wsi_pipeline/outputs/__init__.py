@@ -2,7 +2,9 @@
 
 :func:`write_outputs` is the one writer entry point: it writes every registered output of a
 :class:`~wsi_pipeline.result.SlideResult` into a folder, ``summary.json`` last. A new format is a
-module with ``NAME`` and ``write(folder, result)`` plus one line in :data:`OUTPUTS`.
+module with ``NAME`` and ``write(folder, result)`` plus one line in :data:`OUTPUTS`; an output
+that options can turn off also gives ``enabled(options)``, one written under another name when
+large (``tiles.geojson.gz``) gives its ``alternatives``.
 """
 
 from __future__ import annotations
@@ -13,18 +15,46 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsi_pipeline.outputs import geojson, heatmap_zarr, overlay, summary_json, tiles_csv
+from wsi_pipeline.options import InferenceOptions
+from wsi_pipeline.outputs import (
+    geojson,
+    heatmap_zarr,
+    overlay,
+    summary_json,
+    tiles_csv,
+    tiles_geojson,
+    viewer_html,
+)
 from wsi_pipeline.outputs.heatmap_zarr import read_heatmap_zarr
 from wsi_pipeline.outputs.summary_json import read_summary
 from wsi_pipeline.result import SlideResult
 
 
+def _always(options: InferenceOptions) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class OutputFormat:
-    """One file (or folder) of a slide's outputs and the function that writes it from the result."""
+    """One file (or folder) of a slide's outputs and the function that writes it from the result.
+
+    ``enabled(options)``: whether a run with these options writes it; ``alternatives``: other names
+    the same output may have (the gzipped file of a large output); ``extra_files``: what it writes
+    beside ``name`` (the viewer's tile folder).
+    """
 
     name: str
     write: Callable[[Path, SlideResult], None]
+    enabled: Callable[[InferenceOptions], bool] = _always
+    alternatives: tuple[str, ...] = ()
+    extra_files: tuple[str, ...] = ()
+
+    def written_name(self, folder: Path) -> str | None:
+        """The name under which ``folder`` holds this output, None when it holds none."""
+        for name in (self.name, *self.alternatives):
+            if (Path(folder) / name).exists():
+                return name
+        return None
 
 
 #: Every output of a slide, in the order summary.json lists them.
@@ -33,30 +63,51 @@ OUTPUTS: tuple[OutputFormat, ...] = (
     OutputFormat(summary_json.NAME, summary_json.write),
     OutputFormat(tiles_csv.NAME, tiles_csv.write),
     OutputFormat(geojson.NAME, geojson.write),
+    OutputFormat(tiles_geojson.NAME, tiles_geojson.write, alternatives=(tiles_geojson.GZIP_NAME,)),
     OutputFormat(overlay.NAME, overlay.write),
+    OutputFormat(viewer_html.NAME, viewer_html.write, viewer_html.enabled, extra_files=viewer_html.EXTRA),
 )
 OUTPUT_NAMES = tuple(output.name for output in OUTPUTS)
-HEATMAP_NAME, SUMMARY_NAME, TILES_NAME, GEOJSON_NAME, OVERLAY_NAME = OUTPUT_NAMES
+#: Every file and folder a slide folder holds with the default options (small slide: no .gz).
+OUTPUT_FILES = tuple(name for output in OUTPUTS for name in (output.name, *output.extra_files))
+HEATMAP_NAME, SUMMARY_NAME, TILES_NAME, GEOJSON_NAME, TILES_GEOJSON_NAME, OVERLAY_NAME, VIEWER_NAME = (
+    OUTPUT_NAMES
+)
 
 __all__ = [
     "OUTPUTS",
+    "OUTPUT_FILES",
     "OUTPUT_NAMES",
     "OutputFormat",
+    "enabled_outputs",
+    "has_outputs",
     "read_heatmap_zarr",
     "read_summary",
     "write_outputs",
 ]
 
 
-def write_outputs(folder: Path, result: SlideResult, started: float | None = None) -> SlideResult:
-    """Write every output of ``result`` into ``folder`` and return the result whose summary was written.
+def enabled_outputs(options: InferenceOptions) -> tuple[OutputFormat, ...]:
+    """The outputs a run with ``options`` writes."""
+    return tuple(output for output in OUTPUTS if output.enabled(options))
 
-    ``summary.json`` comes last (a summary means every other file is there) and records the output
-    names, the time the others took to write (``write_s``) and, given the run's start on the
+
+def has_outputs(folder: Path, options: InferenceOptions) -> bool:
+    """True when ``folder`` holds every output a run with ``options`` writes (what resume checks)."""
+    return all(output.written_name(folder) is not None for output in enabled_outputs(options))
+
+
+def write_outputs(folder: Path, result: SlideResult, started: float | None = None) -> SlideResult:
+    """Write every output of ``result`` (those its options enable) into ``folder`` and return the
+    result whose summary was written.
+
+    ``summary.json`` comes last (a summary means every other file is there) and records the names
+    written, the time the others took to write (``write_s``) and, given the run's start on the
     ``time.perf_counter`` clock, its total time (``total_s``).
     """
     t0 = time.perf_counter()
-    for output in OUTPUTS:
+    outputs = enabled_outputs(result.summary.options)
+    for output in outputs:
         if output.name != SUMMARY_NAME:
             output.write(folder, result)
     now = time.perf_counter()
@@ -64,7 +115,7 @@ def write_outputs(folder: Path, result: SlideResult, started: float | None = Non
     timings = dataclasses.replace(
         timings, write_s=now - t0, total_s=timings.total_s if started is None else now - started
     )
-    names = tuple(output.name for output in OUTPUTS)
+    names = tuple(output.written_name(folder) or output.name for output in outputs)
     summary = dataclasses.replace(result.summary, outputs=names, timings=timings)
     result = dataclasses.replace(result, summary=summary)
     summary_json.write(folder, result)

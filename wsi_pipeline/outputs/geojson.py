@@ -1,5 +1,6 @@
 """``tumor.geojson``: tumour regions as polygons in level-0 px, a FeatureCollection QuPath imports as
-annotations."""
+annotations. Coordinates are relative to the OpenSlide bounds' origin when the slide has bounds
+(QuPath shows such slides cropped to them; see :func:`written_geometry`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,15 @@ TUMOR_CLASS = {"name": "Tumor", "color": [200, 0, 0]}
 
 
 def write(folder: Path, result: SlideResult) -> None:
-    write_geojson(folder / NAME, tumour_features(result.regions, result.grid.cell_geometry()))
+    write_geojson(folder / NAME, tumour_features(result.regions, written_geometry(result)))
+
+
+def written_geometry(result: SlideResult) -> CellGeometry:
+    """Heatmap cell footprints in the coordinates we write: level-0 px minus the slide's
+    :attr:`~wsi_pipeline.slide.info.SlideInfo.bounds_offset` (QuPath's origin)."""
+    geometry = result.grid.cell_geometry()
+    bx, by = result.summary.slide_info.bounds_offset
+    return CellGeometry(geometry.origin_x - bx, geometry.origin_y - by, geometry.size)
 
 
 def cells_to_geometry(cells: np.ndarray, geometry: CellGeometry) -> shapely.Geometry:
