@@ -144,29 +144,50 @@ def test_geojson_is_a_qupath_annotation_collection(tmp_path):
     )
 
 
-def test_overlay_png_shows_heatmap(tmp_path):
-    """Cells with a probability are blended over the thumbnail (alpha 0.55, inferno); NaN cells are not."""
-    thumb = np.full((100, 160, 3), 128, dtype=np.uint8)
-    hm = np.full((10, 16), np.nan, dtype=np.float32)
-    hm[:, :8] = 1.0  # left half: tumour; one cell = 40 level-0 px = 10 thumbnail px
-    hm[0, 8] = 0.0
-    write_overlay_png(tmp_path / "o.png", thumb, 4.0, hm, CellGeometry(0, 0, 40.0), title="s")
+def test_overlay_png_is_transparent_below_low_probability_and_outlines(tmp_path):
+    """Cells from 0.2 on are blended (opaque 0.7 at >= 0.5, inferno); lower and NaN cells leave the
+    slide as it is; regions are outlined in cyan, the analysed cells in green; a scale bar is drawn."""
+    thumb = np.full((200, 320, 3), 128, dtype=np.uint8)
+    hm = np.full((20, 32), np.nan, dtype=np.float32)
+    hm[2:18, 2:16] = 1.0  # one cell = 40 level-0 px = 10 thumbnail px
+    hm[2:18, 16:30] = 0.1  # analysed, low: transparent
+    rings = [[(80.0, 80.0), (400.0, 80.0), (400.0, 400.0), (80.0, 400.0)]]
+    write_overlay_png(tmp_path / "o.png", thumb, 4.0, hm, CellGeometry(0, 0, 40.0), title="slide: call",
+                      regions=[rings], mpp=0.5)  # fmt: skip
     image = np.asarray(Image.open(tmp_path / "o.png").convert("RGB")).astype(int)
-    assert image.shape[0] > 100 and image.shape[1] > 160
-    # Find the thumbnail inside the canvas by its untouched grey right half.
-    ys, xs = np.nonzero((image == 128).all(axis=-1))
-    top, right = ys.min(), xs.max()
-    left = right - 159
-    hot = np.rint(0.45 * 128 + 0.55 * np.array([252, 255, 164]))
-    cold = np.rint(0.45 * 128 + 0.55 * np.array([0, 0, 4]))
-    np.testing.assert_array_equal(
-        image[top : top + 100, left : left + 80], np.broadcast_to(hot, (100, 80, 3))
-    )
-    np.testing.assert_array_equal(
-        image[top : top + 10, left + 80 : left + 90], np.broadcast_to(cold, (10, 10, 3))
-    )
-    assert (image[top + 10 : top + 100, left + 80 : left + 160] == 128).all()
-    assert (image[top : top + 10, left + 90 : left + 160] == 128).all()
+    grey = (image == 128).all(axis=-1)
+    ys, xs = np.nonzero(grey)
+    top, left = ys.min(), xs.min()  # the thumbnail's top-left corner is glass (NaN)
+    assert image.shape[0] > 200 + top and image.shape[1] > 320 + left
+    picture = image[top : top + 200, left : left + 320]
+    hot = np.rint(0.3 * 128 + 0.7 * np.array([252, 255, 164]))
+    np.testing.assert_array_equal(picture[50:70, 50:70], np.broadcast_to(hot, (20, 20, 3)))
+    assert (picture[30:170, 170:290] == 128).all()  # 0.1: the slide shows through
+    green, cyan = np.array([0, 120, 60]), np.array([0, 229, 255])
+    assert (picture[20, 110:290] == green).all()  # top edge of the analysed cells (right of the region)
+    assert (picture[19, 30:290] == 128).all()
+    assert (picture[20:22, 25:95] == cyan).all(axis=-1).any()  # the region's outline
+    assert ((picture[150:200, :160] == 0).all(axis=-1)).sum() > 50  # scale bar (black)
+
+
+def test_overlay_thumbnail_size_is_capped_and_never_upsampled():
+    from wsi_pipeline.outputs.overlay import OVERLAY_MAX_SIDE, thumbnail_size
+
+    assert OVERLAY_MAX_SIDE == 2048
+    assert thumbnail_size((100_000, 60_000)) == 2048 and thumbnail_size((1101, 900)) == 1101
+
+
+def test_scale_bar_lengths_are_round():
+    from wsi_pipeline.outputs.overlay_draw import length_label, nice_length_um
+
+    assert [nice_length_um(v) for v in (0.9, 3.0, 740.0, 1999.0, 12_000.0)] == [
+        0.5,
+        2.0,
+        500.0,
+        1000.0,
+        10_000.0,
+    ]
+    assert length_label(500.0) == "500 µm" and length_label(2000.0) == "2 mm"
 
 
 def test_inferno_matches_matplotlib():

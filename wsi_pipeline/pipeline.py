@@ -20,6 +20,7 @@ from wsi_pipeline.files import atomic_output_dir, slide_out_dir
 from wsi_pipeline.models.io import LoadedModel, load_model
 from wsi_pipeline.options import InferenceOptions
 from wsi_pipeline.outputs import write_outputs
+from wsi_pipeline.outputs.overlay import thumbnail_size
 from wsi_pipeline.result import SlideResult
 from wsi_pipeline.slide import describe_slide, open_slide, thumbnail
 from wsi_pipeline.stages import ProgressFn, aggregate_scores, score_tiles, select_tissue_cells, summarise
@@ -70,7 +71,7 @@ def run_slide(
             cells = select_tissue_cells(slide, grid, mask, options.tissue_threshold)
         scores = score_tiles(reader, grid, cells, model, device, options, progress)
         with _timed(times, "thumbnail_s"):
-            thumb = thumbnail(reader, max_size=1024)
+            thumb = thumbnail(reader, max_size=thumbnail_size(slide.dimensions))
     with _timed(times, "aggregate_s"):
         heatmap, slide_aggregate = aggregate_scores(grid, scores, options.tumor_threshold)
 

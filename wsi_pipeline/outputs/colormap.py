@@ -1,4 +1,5 @@
-"""The tumour-probability colour map shared by every picture we draw (overlay, viewer layers)."""
+"""The tumour-probability colour map and opacity ramp shared by every picture we draw (overlay.png,
+the viewer's heatmap layer)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,29 @@ def inferno(values: np.ndarray) -> np.ndarray:
     v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
     grid = np.linspace(0.0, 1.0, len(INFERNO_ANCHORS))
     return np.stack([np.interp(v, grid, INFERNO_ANCHORS[:, k]) for k in range(3)], axis=-1)
+
+
+#: Heatmap cells below this probability (and NaN cells) are transparent; above it, cells grow
+#: from faint (MIN_ALPHA) to opaque at FULL_PROB (the tumour threshold), so that low, doubtful
+#: probabilities leave the tissue readable.
+DEFAULT_MIN_PROB = 0.2
+FULL_PROB = 0.5
+MIN_ALPHA = 0.3
+
+
+def heatmap_alpha(values: np.ndarray, min_prob: float = DEFAULT_MIN_PROB) -> np.ndarray:
+    """Opacity (0-1) of cells of probability ``values``: 0 below ``min_prob`` and for NaN."""
+    values = np.asarray(values, dtype=np.float64)
+    ramp = np.clip((values - min_prob) / max(FULL_PROB - min_prob, 1e-6), 0.0, 1.0)
+    alpha = MIN_ALPHA + (1.0 - MIN_ALPHA) * ramp
+    return np.where(np.isfinite(values) & (values >= min_prob), alpha, 0.0)
+
+
+def heatmap_rgba(heatmap: np.ndarray, min_prob: float = DEFAULT_MIN_PROB) -> np.ndarray:
+    """(rows, cols, 4) uint8: inferno colours with :func:`heatmap_alpha` opacity."""
+    values = np.asarray(heatmap, dtype=np.float32)
+    rgba = np.zeros(values.shape + (4,), dtype=np.uint8)
+    shown = np.isfinite(values) & (values >= min_prob)
+    rgba[shown, :3] = np.clip(np.rint(inferno(values[shown])), 0, 255).astype(np.uint8)
+    rgba[..., 3] = np.rint(255 * heatmap_alpha(values, min_prob)).astype(np.uint8)
+    return rgba

@@ -10,38 +10,32 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wsi_pipeline.outputs.colormap import inferno
+from wsi_pipeline.outputs.colormap import (
+    DEFAULT_MIN_PROB,
+    FULL_PROB,
+    MIN_ALPHA,
+    heatmap_alpha,
+    heatmap_rgba,
+    inferno,
+)
 from wsi_pipeline.viewer.data import Lesion, ViewerData
 
-#: Heatmap cells below this probability (and NaN cells) are transparent; above it, cells grow
-#: from faint (MIN_ALPHA) to opaque at FULL_PROB (the tumour threshold), so that low, doubtful
-#: probabilities leave the tissue readable. The page's opacity slider scales the whole layer.
-DEFAULT_MIN_PROB = 0.2
-FULL_PROB = 0.5
-MIN_ALPHA = 0.3
+__all__ = [
+    "DEFAULT_MIN_PROB",
+    "FULL_PROB",
+    "MIN_ALPHA",
+    "heatmap_alpha",
+    "heatmap_layer",
+    "heatmap_rgba",
+    "lesion_entries",
+    "svg_path",
+]
+
 #: The heatmap PNG is the heatmap upscaled (nearest) by a whole factor, so cells stay crisp when
 #: the browser smooths it, within these limits (the blocks compress to little).
 MAX_PNG_PIXELS = 4_000_000
 MAX_PNG_SIDE = 4096
 MAX_UPSCALE = 64
-
-
-def heatmap_alpha(values: np.ndarray, min_prob: float = DEFAULT_MIN_PROB) -> np.ndarray:
-    """Opacity (0-1) of cells of probability ``values``: 0 below ``min_prob`` and for NaN."""
-    values = np.asarray(values, dtype=np.float64)
-    ramp = np.clip((values - min_prob) / max(FULL_PROB - min_prob, 1e-6), 0.0, 1.0)
-    alpha = MIN_ALPHA + (1.0 - MIN_ALPHA) * ramp
-    return np.where(np.isfinite(values) & (values >= min_prob), alpha, 0.0)
-
-
-def heatmap_rgba(heatmap: np.ndarray, min_prob: float = DEFAULT_MIN_PROB) -> np.ndarray:
-    """(rows, cols, 4) uint8: inferno colours with :func:`heatmap_alpha` opacity."""
-    values = np.asarray(heatmap, dtype=np.float32)
-    rgba = np.zeros(values.shape + (4,), dtype=np.uint8)
-    shown = np.isfinite(values) & (values >= min_prob)
-    rgba[shown, :3] = np.clip(np.rint(inferno(values[shown])), 0, 255).astype(np.uint8)
-    rgba[..., 3] = np.rint(255 * heatmap_alpha(values, min_prob)).astype(np.uint8)
-    return rgba
 
 
 def heatmap_layer(data: ViewerData, min_prob: float = DEFAULT_MIN_PROB) -> dict[str, Any] | None:
