@@ -12,9 +12,9 @@ from PIL import Image
 from shapely.geometry import shape
 
 from wsi_pipeline.aggregation import aggregate
+from wsi_pipeline.colormap import inferno
 from wsi_pipeline.errors import OutputError
 from wsi_pipeline.files import atomic_output_dir, json_safe
-from wsi_pipeline.outputs.colormap import inferno
 from wsi_pipeline.outputs.geojson import cells_to_geometry, tumour_features, write_geojson
 from wsi_pipeline.outputs.heatmap_zarr import read_heatmap_zarr, write_heatmap_zarr
 from wsi_pipeline.outputs.overlay import write_overlay_png

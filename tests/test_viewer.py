@@ -14,7 +14,7 @@ from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 from viewer_fixtures import CELL, CELL_ORIGIN, SIZE, TUMOUR_PROB, review_data, write_review_slide
 
-from wsi_pipeline.outputs.colormap import inferno
+from wsi_pipeline.colormap import inferno
 from wsi_pipeline.slide import open_slide
 from wsi_pipeline.testing.slides import write_pyramidal_tiff
 from wsi_pipeline.viewer import Lesion, ViewerData, write_viewer

@@ -31,7 +31,7 @@ from viewer_fixtures import (
     write_review_slide,
 )
 
-from wsi_pipeline.outputs.colormap import inferno
+from wsi_pipeline.colormap import inferno
 from wsi_pipeline.slide import open_slide
 from wsi_pipeline.viewer import ViewerData, write_viewer
 
@@ -219,3 +219,26 @@ def test_view_command_serves_full_resolution_tiles(context, real_results):
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=10)
     assert server.returncode == 0 and "stopped" in out, err
+
+
+def test_wsi_infer_writes_a_working_viewer_html(context, real_results):
+    """wsi-infer's own viewer.html (on by default): slide tiles from viewer_files/, the heatmap, and
+    the lesions of tumor.geojson, in the same level-0 place as the results files say."""
+    import json
+
+    assert (real_results / "viewer_files").is_dir() and (real_results / "viewer.dzi").is_file()
+    regions = json.loads((real_results / "tumor.geojson").read_text())["features"]
+    viewer = open_viewer(context, (real_results / "viewer.html").as_uri())
+    try:
+        shot = viewer.screenshot()
+        assert viewer.stage(shot).std() > 20  # H&E tiles drawn, not a blank page
+        assert viewer.js("wsiViewer.state.failedTiles") == 0 and viewer.errors == []
+        assert viewer.js("wsiViewer.data.lesions.length") == len(regions) >= 1
+        heatmap = viewer.js("wsiViewer.data.heatmap")
+        summary = json.loads((real_results / "summary.json").read_text())
+        cell = summary["heatmap"]["cell_size_level0_px"]
+        assert heatmap["width"] == pytest.approx(summary["heatmap"]["shape"][1] * cell)
+        assert [heatmap["x"], heatmap["y"]] == pytest.approx(summary["heatmap"]["cell_origin_level0"])
+        assert viewer.js("document.getElementById('call').textContent").startswith(summary["category"])
+    finally:
+        viewer.page.close()

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from wsi_pipeline.colormap import DEFAULT_MIN_PROB
 from wsi_pipeline.errors import OutputError
-from wsi_pipeline.outputs.colormap import DEFAULT_MIN_PROB
 from wsi_pipeline.outputs.geojson import cells_to_geometry
 from wsi_pipeline.outputs.overlay_draw import (
     ANALYSED_COLOR,

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from wsi_pipeline.outputs.colormap import DEFAULT_MIN_PROB, heatmap_rgba, inferno
+from wsi_pipeline.colormap import DEFAULT_MIN_PROB, heatmap_rgba, inferno
 from wsi_pipeline.tiling import CellGeometry
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont

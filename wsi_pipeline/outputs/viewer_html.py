@@ -17,8 +17,7 @@ from wsi_pipeline.outputs.geojson import cells_to_geometry
 from wsi_pipeline.result import SlideResult
 from wsi_pipeline.slide import open_slide
 from wsi_pipeline.tiling import CellGeometry
-from wsi_pipeline.viewer.data import Lesion, ViewerData
-from wsi_pipeline.viewer.results import call_text
+from wsi_pipeline.viewer.data import Lesion, ViewerData, call_text
 from wsi_pipeline.viewer.write import DZI_NAME, TILES_NAME, VIEWER_NAME, write_viewer
 
 NAME = VIEWER_NAME
@@ -53,15 +52,13 @@ def _lesion(region: TumourRegion, index: int, geometry: CellGeometry) -> Lesion:
 def viewer_data(result: SlideResult) -> ViewerData:
     """What the page shows, from the result in memory (level-0 px of the slide as it is read)."""
     summary, geometry = result.summary, result.grid.cell_geometry()
-    notes = [
+    notes = (
         ("analysed tiles", str(summary.n_tiles_tissue)),
         ("tumour area", f"{summary.tumor_area_mm2:.3f} mm²"),
-    ]
-    notes.append(("model", summary.model.name))
-    score = summary.slide_score
-    call = call_text(
-        {"category": summary.category, "largest_tumor_region_mm": summary.largest_tumor_region_mm}
+        ("model", summary.model.name),
     )
+    score = summary.slide_score
+    call = call_text(summary.category, summary.largest_tumor_region_mm)
     return ViewerData(
         slide_name=summary.slide_name,
         size=summary.slide_info.dimensions,
@@ -72,5 +69,5 @@ def viewer_data(result: SlideResult) -> ViewerData:
         lesions=tuple(_lesion(region, i, geometry) for i, region in enumerate(result.regions)),
         call=call,
         score=score if math.isfinite(score) else None,
-        notes=tuple(notes),
+        notes=notes,
     )

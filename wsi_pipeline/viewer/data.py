@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wsi_pipeline.aggregation import CATEGORY_NONE
+
 Point = tuple[float, float]
 Ring = tuple[Point, ...]
 
@@ -21,6 +23,15 @@ def _finite(name: str, value: float, positive: bool = False) -> float:
     if not math.isfinite(value) or (positive and value <= 0):
         raise ValueError(f"{name} must be a {'positive' if positive else 'finite'} number, got {value!r}")
     return value
+
+
+def call_text(category: object, largest_mm: object) -> str:
+    """The slide-level call as the page shows it, e.g. ``micrometastasis (1.27 mm)``."""
+    if not category:
+        return ""
+    if category == CATEGORY_NONE:
+        return "no metastasis found"
+    return f"{category} ({largest_mm:.2f} mm)" if isinstance(largest_mm, (int, float)) else str(category)
 
 
 def _rings(rings: Sequence[Sequence[Sequence[float]]]) -> tuple[Ring, ...]:

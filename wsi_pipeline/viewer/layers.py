@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wsi_pipeline.outputs.colormap import (
+from wsi_pipeline.colormap import (
     DEFAULT_MIN_PROB,
     FULL_PROB,
     MIN_ALPHA,

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from wsi_pipeline.aggregation import CATEGORY_NONE, categorise
+from wsi_pipeline.aggregation import categorise
 from wsi_pipeline.errors import OptionError, OutputError, SlideOpenError
 from wsi_pipeline.outputs.heatmap_zarr import read_heatmap_zarr
 from wsi_pipeline.viewer.data import Lesion, ViewerData
+from wsi_pipeline.viewer.data import call_text as slide_call
 
 SUMMARY_NAME = "summary.json"
 GEOJSON_NAME = "tumor.geojson"
@@ -113,13 +114,7 @@ def bounds_offset(summary: dict[str, Any]) -> tuple[float, float]:
 
 
 def call_text(summary: dict[str, Any]) -> str:
-    category = summary.get("category")
-    if not category:
-        return ""
-    if category == CATEGORY_NONE:
-        return "no metastasis found"
-    largest = summary.get("largest_tumor_region_mm")
-    return f"{category} ({largest:.2f} mm)" if isinstance(largest, (int, float)) else str(category)
+    return slide_call(summary.get("category"), summary.get("largest_tumor_region_mm"))
 
 
 def load_result_folder(folder: str | Path, size: tuple[int, int], mpp: float | None = None) -> ViewerData:
