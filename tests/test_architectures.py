@@ -24,7 +24,7 @@ from wsi_pipeline.models.registry import model_builder
 REQUIRED_KWARGS: dict[str, dict] = {
     "ensemble": {"members": [{"architecture": "context_cnn", "arch_kwargs": {"widths": [4, 8]}}] * 2},
 }
-ARCHITECTURES = list_models()  # the built-ins, plus the test probe (conftest imports wsi_pipeline.testing)
+ARCHITECTURES = list_models(include_unlisted=True)  # the built-ins and the test probe (conftest imports it)
 
 
 def _kwargs(name: str, size: int) -> dict:
@@ -47,7 +47,9 @@ def _flops(model: torch.nn.Module, size: int) -> int:
 
 def test_registry_lists_the_built_in_models() -> None:
     assert {"seed_cnn", "tiny_resnet", "context_cnn", "ensemble"} <= set(list_models())
-    assert "mean_intensity_probe" in list_models()  # registered by importing wsi_pipeline.testing
+    # registered by importing wsi_pipeline.testing, but a test stand-in that `wsi-pipeline models` hides
+    assert "mean_intensity_probe" in list_models(include_unlisted=True)
+    assert "mean_intensity_probe" not in list_models()
 
 
 def test_registry_holds_only_the_built_ins_until_a_module_registers_more() -> None:

@@ -65,7 +65,9 @@ def _submit_and_gather(
         )
         futures[future] = slide
     rows: dict[Path, SlideRow] = {}
-    bar = tqdm(total=len(todo), unit="slide", desc="slides", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo), unit="slide", desc="slides", disable=None if progress else True, dynamic_ncols=True
+    )
     try:
         for future in as_completed(list(futures)):
             slide = futures[future]

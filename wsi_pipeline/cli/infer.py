@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 from tqdm import tqdm
 
-from wsi_pipeline.cli.common import MppType, device_option, model_option, run_cli
-from wsi_pipeline.errors import OptionError, WsiPipelineError, one_line_error
+from wsi_pipeline.cli.common import (
+    CONTEXT,
+    MppType,
+    device_option,
+    is_quiet,
+    model_option,
+    progress_disable,
+    run_cli,
+    standard_options,
+)
+from wsi_pipeline.cli.slide_paths import SLIDE_EXTENSIONS, expand_slide_paths
+from wsi_pipeline.errors import WsiPipelineError, one_line_error
 from wsi_pipeline.files import check_unique_stems
 
 if TYPE_CHECKING:
@@ -19,38 +30,10 @@ if TYPE_CHECKING:
     from wsi_pipeline.options import InferenceOptions
     from wsi_pipeline.result import SlideResult
 
-#: File extensions picked up when a directory is given (OpenSlide formats + generic/OME TIFF + DICOM).
-SLIDE_EXTENSIONS = (
-    ".svs",
-    ".tif",
-    ".tiff",
-    ".ndpi",
-    ".vms",
-    ".vmu",
-    ".scn",
-    ".mrxs",
-    ".svslide",
-    ".bif",
-    ".dcm",
-)
 DEFAULT_OUT = Path("results")
+log = logging.getLogger(__name__)
 
 Echo = Callable[[str], object]
-
-
-def expand_slide_paths(inputs: Iterable[Path]) -> list[Path]:
-    """Files as given; directories replaced by their slide files (by extension, sorted, not recursive)."""
-    slides: list[Path] = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_EXTENSIONS)
-            if not found:
-                raise OptionError(f"{item}: folder holds no slide files ({', '.join(SLIDE_EXTENSIONS)})")
-            slides.extend(found)
-        else:
-            slides.append(item)
-    return slides
 
 
 def infer_one(
@@ -95,8 +78,15 @@ class _ProgressBar:
     def update(self, increment: int, total: int) -> None:
         if not self.enabled:
             return
-        if self.bar is None:
-            self.bar = tqdm(total=total, desc=self.name, unit="tile", leave=False, dynamic_ncols=True)
+        if self.bar is None:  # only on a terminal (tqdm's disable=None)
+            self.bar = tqdm(
+                total=total,
+                desc=self.name,
+                unit="tile",
+                leave=False,
+                dynamic_ncols=True,
+                disable=progress_disable(),
+            )
         self.bar.update(increment)
 
     def close(self) -> None:
@@ -113,7 +103,7 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
     return load_model(model_path, device=resolve_device(device))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("wsi-infer", context_settings=CONTEXT)
 @click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-o",
@@ -129,15 +119,22 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
     "--mpp",
     type=MppType(),
     default=None,
+    show_default=False,
     help="Level-0 microns per pixel, for slides whose metadata lacks it (overrides metadata).",
 )
 @click.option(
     "--stride",
     type=click.IntRange(min=1),
     default=None,
+    show_default=False,
     help="Tile step in model pixels (default: the model's patch size, i.e. no overlap).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=256,
+    help="Tiles per model call (lower it if memory is short).",
+)
 @device_option()
 @click.option(
     "--tissue-threshold",
@@ -156,17 +153,29 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
 @click.option(
     "--num-readers", type=click.IntRange(min=1), default=2, show_default=True, help="Reader threads."
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option(
+    "--progress/--no-progress", default=True, help="Show a progress bar (only when stderr is a terminal)."
+)
+@click.option(
+    "--viewer/--no-viewer",
+    default=True,
+    help="Also write viewer.html + its slide pyramid at the model's resolution (~28 MB per cm2 of tissue).",
+)
+@click.option(
+    "-r", "--recursive", is_flag=True, help="Also take the slides in the subfolders of a folder given."
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
+    show_default=False,
     help="Dask worker processes on this machine (default: one per GPU, else one per two CPU cores).",
 )
 @click.option(
     "--scheduler",
     metavar="ADDRESS",
     default=None,
+    show_default=False,
     help="Run on an existing Dask cluster (e.g. tcp://head-node:8786) instead of starting one.",
 )
 def cli(
@@ -181,12 +190,17 @@ def cli(
     tumor_threshold: float,
     num_readers: int,
     progress: bool,
+    viewer: bool,
+    recursive: bool,
     workers: int | None,
     scheduler: str | None,
 ) -> None:
     """Tumour heatmap (Zarr), slide score and outputs for each SLIDE (files or folders of slides).
 
-    Writes OUT/<slide>/ with heatmap.zarr, summary.json, tiles.csv, tumor.geojson and overlay.png.
+    Writes OUT/<slide>/ with heatmap.zarr (OME-Zarr), summary.json, tiles.csv, tumor.geojson,
+    tiles.geojson (QuPath detections), overlay.png and viewer.html (unless --no-viewer).
+    A folder gives its slide files (by extension: .svs, .tif, .ndpi, .mrxs, .scn, .dcm, ...); what
+    else it holds is named in a note; --recursive takes its subfolders' slides too.
     A slide that fails gets one line on stderr; the others still run; the exit code is 1 if any failed.
     A folder, several slides, --workers or --scheduler run on a Dask cluster (see docs/batch.md),
     skip slides already done with the same model and options, and write OUT/run_summary.csv.
@@ -201,15 +215,19 @@ def cli(
         tissue_threshold=tissue_threshold,
         tumor_threshold=tumor_threshold,
         num_readers=num_readers,
+        viewer=viewer,
     )
-    paths = expand_slide_paths(slides)
+    paths = expand_slide_paths(
+        slides, recursive, note=None if is_quiet() else lambda t: click.echo(t, err=True)
+    )
+    log.info("%d slide(s): %s", len(paths), ", ".join(str(p) for p in paths))
     check_unique_stems(paths)
     if use_dask_batch(slides, paths, workers, scheduler):
-        run_dask_batch(paths, out_root, options, model_path, workers, scheduler, progress)
+        run_dask_batch(paths, out_root, options, model_path, workers, scheduler, progress and not is_quiet())
         return
     model = load_inference_model(model_path, device)
     (slide,) = paths
-    done = infer_one(slide, out_root, options, model, progress=progress) is not None
+    done = infer_one(slide, out_root, options, model, progress=progress and not is_quiet()) is not None
     click.echo(
         f"{int(done)} of 1 slide(s) done; outputs in {Path(out_root).resolve()}"
         + ("" if done else "; 1 failed")
@@ -256,6 +274,11 @@ def run_dask_batch(
     )
     if report.exit_code:
         sys.exit(1)
+
+
+cli = standard_options("wsi-infer")(cli)
+
+__all__ = ["SLIDE_EXTENSIONS", "cli", "expand_slide_paths", "infer_one", "main"]
 
 
 def main() -> None:

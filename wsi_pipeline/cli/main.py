@@ -6,22 +6,22 @@ from pathlib import Path
 
 import click
 
-from wsi_pipeline import __version__
-from wsi_pipeline.cli.common import run_cli
+from wsi_pipeline.cli.common import CONTEXT, run_cli, standard_options
 from wsi_pipeline.cli.demo import demo_command
 from wsi_pipeline.cli.export import export_command
 from wsi_pipeline.viewer.command import view_command
 
 
-@click.group()
-@click.version_option(__version__, prog_name="wsi-pipeline")
+@click.group("wsi-pipeline", context_settings=CONTEXT)
+@standard_options("wsi-pipeline")
 def cli() -> None:
     """wsi_pipeline: tumour heatmaps and metastasis scores for lymph-node whole-slide images."""
 
 
 @cli.command("models")
+@standard_options("wsi-pipeline models")
 def models_command() -> None:
-    """List the registered architectures."""
+    """List the registered architectures (for wsi-train --model)."""
     from wsi_pipeline.models import list_models
 
     for name in list_models():
@@ -29,15 +29,17 @@ def models_command() -> None:
 
 
 @cli.command("ensemble")
+@standard_options("wsi-pipeline ensemble")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True, help="New model folder."
 )
-@click.option("--name", default="ensemble", show_default=True, help="Name stored in the model config.")
+@click.option("--name", default="ensemble", help="Name stored in the model config.")
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
     default=None,
+    show_default=False,
     help="Training dataset of the members: score the ensemble on their shared validation split and "
     "record the metrics in its config.",
 )
@@ -63,9 +65,8 @@ def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str, data: P
     click.echo(f"wrote {out_dir} ({len(models)} members)")
 
 
-cli.add_command(demo_command)
-cli.add_command(export_command)
-cli.add_command(view_command)
+for _command in (demo_command, export_command, view_command):
+    cli.add_command(standard_options(f"wsi-pipeline {_command.name}")(_command))
 
 
 def main() -> None:

@@ -7,11 +7,45 @@ from typing import Any
 
 import click
 
-from wsi_pipeline.cli.common import architecture_option, device_option, run_cli
+from wsi_pipeline.cli.common import CONTEXT, DeviceType, is_quiet, run_cli, standard_options
+from wsi_pipeline.devices import DEVICE_CHOICES
 from wsi_pipeline.errors import OptionError
 
 
-@click.command("train")
+class ConfigOption(click.Option):
+    """An option overriding a :class:`~wsi_pipeline.training.config.TrainConfig` field; its help
+    shows that field's default (looked up only when help is shown: the import costs ~1 s)."""
+
+    def __init__(self, *args: Any, field: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("default", None)
+        super().__init__(*args, show_default=False, **kwargs)
+        self.config_field = field or (self.name or "")
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        return record[
+            0
+        ], f"{record[1]}  [default: {config_default(self.config_field)}, or the --config file's]"
+
+
+def config_default(name: str) -> str:
+    """The default of ``TrainConfig.<name>`` (``augment``: its dihedral flips) as help text."""
+    import dataclasses
+
+    from wsi_pipeline.training.augment import AugmentSettings
+    from wsi_pipeline.training.config import TrainConfig
+
+    if name == "augment":
+        return "on" if AugmentSettings().dihedral else "off"
+    value = {f.name: f for f in dataclasses.fields(TrainConfig)}[name].default
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else str(value)
+
+
+@click.command("wsi-train", context_settings=CONTEXT)
 @click.option(
     "--data",
     "data_path",
@@ -19,12 +53,18 @@ from wsi_pipeline.errors import OptionError
     type=click.Path(path_type=Path),
     help="Patch dataset: Kaggle folder (train/ + train_labels.csv), PCam HDF5 or class folders.",
 )
-@architecture_option()
+@click.option(
+    "--model",
+    "model",
+    cls=ConfigOption,
+    help="Architecture name (see `wsi-pipeline models`).",
+)
 @click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path),
     default=None,
+    show_default=False,
     help="YAML file of training settings (configs/seed.yaml = the study, configs/default.yaml).",
 )
 @click.option(
@@ -37,28 +77,56 @@ from wsi_pipeline.errors import OptionError
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --output after its last completed epoch.")
 @click.option("--overwrite", is_flag=True, help="Delete the run in --output and start again.")
-@click.option("--epochs", type=int, default=None)
-@click.option("--lr", type=float, default=None, help="Initial learning rate.")
-@click.option("--batch-size", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--val-fraction", type=float, default=None)
 @click.option(
-    "--augment/--no-augment", default=None, help="Dihedral flips/rotations (plus the config's jitter)."
+    "--epochs", cls=ConfigOption, type=int, help="Most epochs to train (early stopping may end sooner)."
 )
-@click.option("--stain-normalization", type=click.Choice(["none", "macenko", "reinhard"]), default=None)
-@click.option("--remove-outliers/--keep-outliers", default=None, help="Drop blank/blurred/odd patches first.")
-@click.option("--center-crop", type=int, default=None, help="Network sees the centre N px (the study: 32).")
-@click.option("--max-patches", type=int, default=None, help="Train on a stratified sample of N patches.")
-@device_option(default=None)
-@click.option("--threads", "num_threads", type=int, default=None, help="Torch CPU threads.")
+@click.option("--lr", cls=ConfigOption, type=float, help="Initial learning rate.")
+@click.option("--batch-size", cls=ConfigOption, type=int, help="Patches per training step.")
+@click.option("--seed", cls=ConfigOption, type=int, help="Seed of initialisation, shuffling and the split.")
+@click.option(
+    "--val-fraction", cls=ConfigOption, type=float, help="Fraction of patches held out for validation."
+)
+@click.option(
+    "--augment/--no-augment",
+    cls=ConfigOption,
+    help="Dihedral flips/rotations (plus the config's colour jitter); --no-augment turns all off.",
+)
+@click.option(
+    "--stain-normalization",
+    cls=ConfigOption,
+    type=click.Choice(["none", "macenko", "reinhard"]),
+    help="Stain normalisation fitted on the training set and applied again at inference.",
+)
+@click.option(
+    "--remove-outliers/--keep-outliers",
+    cls=ConfigOption,
+    help="Drop blank/blurred/odd patches before training.",
+)
+@click.option(
+    "--center-crop", cls=ConfigOption, type=int, help="Network sees the centre N px (the study: 32)."
+)
+@click.option("--max-patches", cls=ConfigOption, type=int, help="Train on a stratified sample of N patches.")
+@click.option(
+    "--device",
+    cls=ConfigOption,
+    type=DeviceType(),
+    help=f"{DEVICE_CHOICES}; auto: the first CUDA device when there is one, else the CPU.",
+)
+@click.option(
+    "--threads", "num_threads", cls=ConfigOption, type=int, help="Torch CPU threads (none: torch's)."
+)
 @click.option(
     "--precision",
+    cls=ConfigOption,
     type=click.Choice(["auto", "fp32", "bf16"]),
-    default=None,
     help="auto: bf16 where the device has it natively and it measures faster, else fp32.",
 )
-@click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the network.")
-@click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+@click.option(
+    "--compile/--no-compile",
+    "compile",
+    cls=ConfigOption,
+    help="torch.compile the network (needs a C++ compiler on CPU; minutes of start-up).",
+)
 def train_command(
     data_path: Path,
     model: str | None,
@@ -66,7 +134,6 @@ def train_command(
     run_dir: Path,
     resume: bool,
     overwrite: bool,
-    quiet: bool,
     **options: Any,
 ) -> None:
     """Train a tumour/normal patch classifier; defaults reproduce the origin study."""
@@ -74,6 +141,7 @@ def train_command(
     from wsi_pipeline.training.run_folder import CONFIG_YAML
     from wsi_pipeline.training.trainer import train
 
+    quiet = is_quiet()  # -q: no progress bar or per-epoch lines
     overrides: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
     if model is not None:
         overrides["model"] = model
@@ -113,6 +181,9 @@ def _augment_override(config_path: Path | None, enabled: bool) -> Any:
         raise OptionError(f"{config_path}: cannot read: {exc}") from exc
     aug = data.get("augment") if isinstance(data, dict) else None
     return {**(aug if isinstance(aug, dict) else {}), "dihedral": True}
+
+
+train_command = standard_options("wsi-train")(train_command)
 
 
 def main() -> None:

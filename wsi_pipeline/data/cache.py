@@ -119,7 +119,9 @@ def _build(folder: Path, dataset: PatchDataset, idx: np.ndarray, key: str, progr
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(idx), desc="decoding patches once (cache)", unit="patch", leave=False)
+            bar = tqdm(
+                total=len(idx), desc="decoding patches once (cache)", unit="patch", leave=False, disable=None
+            )
         for start in range(0, len(idx), _CHUNK):
             part = idx[start : start + _CHUNK]
             out[start : start + len(part)] = dataset.read(part)

@@ -33,7 +33,7 @@ def load_arrays(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(idx), desc="loading patches", unit="patch", leave=False)
+        bar = tqdm(total=len(idx), desc="loading patches", unit="patch", leave=False, disable=None)
     for start in range(0, len(idx), chunk):
         part = idx[start : start + chunk]
         out[start : start + len(part)] = dataset.read(part)

@@ -117,7 +117,7 @@ def find_outliers(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(idx), desc="outlier scan", unit="patch", leave=False)
+        bar = tqdm(total=len(idx), desc="outlier scan", unit="patch", leave=False, disable=None)
     for chunk_idx, patches in iter_batches(dataset, idx, chunk_size):
         kinds = classify_patches(patches, thresholds)
         for pos, i in enumerate(chunk_idx.tolist()):

@@ -49,7 +49,9 @@ def predict_dataset(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(idx), desc="evaluating" + (" (TTA x8)" if tta else ""), unit="patch")
+        bar = tqdm(
+            total=len(idx), desc="evaluating" + (" (TTA x8)" if tta else ""), unit="patch", disable=None
+        )
     with ThreadPoolExecutor(1) as reader:
         pending = reader.submit(dataset.read, idx[0:chunk]) if starts else None
         for k, start in enumerate(starts):

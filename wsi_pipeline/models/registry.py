@@ -16,23 +16,28 @@ from wsi_pipeline.errors import UnknownArchitectureError
 
 ModelBuilder = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelBuilder] = {}
+_UNLISTED: set[str] = set()
 _B = TypeVar("_B", bound=ModelBuilder)
 
 
-def register_model(name: str) -> Callable[[_B], _B]:
-    """Decorator registering ``builder(**kwargs) -> nn.Module`` under ``name``."""
+def register_model(name: str, listed: bool = True) -> Callable[[_B], _B]:
+    """Decorator registering ``builder(**kwargs) -> nn.Module`` under ``name``; ``listed=False``
+    keeps it out of :func:`list_models` (test stand-ins), though models saved with it still load."""
 
     def decorator(builder: _B) -> _B:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = builder
+        if not listed:
+            _UNLISTED.add(name)
         return builder
 
     return decorator
 
 
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+def list_models(include_unlisted: bool = False) -> list[str]:
+    """The registered architecture names (``wsi-pipeline models``), without test stand-ins."""
+    return sorted(name for name in _REGISTRY if include_unlisted or name not in _UNLISTED)
 
 
 def model_builder(name: str) -> ModelBuilder:

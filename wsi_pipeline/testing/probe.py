@@ -42,7 +42,7 @@ class MeanIntensityProbe(nn.Module):
         return self.linear(torch.flatten(self.pool(x.float()), 1))
 
 
-@register_model("mean_intensity_probe")
+@register_model("mean_intensity_probe", listed=False)
 def mean_intensity_probe(
     red: float = 6.0, green: float = 0.0, blue: float = -6.0, bias: float = 0.0
 ) -> nn.Module:

@@ -195,7 +195,12 @@ def _run_epoch(
         from tqdm import tqdm
 
         bar = tqdm(
-            total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", mininterval=2.0, leave=False
+            total=steps,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            mininterval=2.0,
+            leave=False,
+            disable=None,
         )
     try:
         return train_epoch(
