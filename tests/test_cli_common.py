@@ -65,11 +65,17 @@ def test_shown_defaults(tmp_path):
 
 
 def test_device_syntax_is_the_same_everywhere():
+    """One parser (devices.parse_device): a bad --device is an OptionError (run_cli: one line, exit 1)
+    in every command, checked before anything runs."""
     for command in (infer_cli, evaluate_command, train_command):
-        result = CliRunner().invoke(
-            command, ["x", "--device", "gpu"] if command is infer_cli else ["--device", "gpu"]
+        args = (
+            ["x"]
+            if command is infer_cli
+            else ["--data", "x"] + (["-o", "y"] if command is train_command else [])
         )
-        assert result.exit_code == 2 and "unknown device 'gpu'" in result.output, result.output
+        result = CliRunner().invoke(command, [*args, "--device", "gpu"])
+        assert isinstance(result.exception, OptionError), (command.name, result.output)
+        assert "--device: unknown device 'gpu' (use auto, cpu, cuda or cuda:N)" in str(result.exception)
     assert common.DeviceType().convert("CUDA:1", None, None) == "cuda:1"
 
 
@@ -86,7 +92,7 @@ def test_quiet_and_verbose_set_the_logging_level():
                         (["-q"], logging.ERROR)):  # fmt: skip
         assert CliRunner().invoke(probe, args).exit_code == 0
         assert seen["level"] == level and seen["quiet"] == (args == ["-q"])
-        assert logging.getLogger().level == level
+        assert logging.getLogger().level == level and logging.getLogger().handlers[0].level == level
     assert seen["disable"] is True  # -q: no progress bar
     assert CliRunner().invoke(probe, []).exit_code == 0 and seen["disable"] is None  # tqdm: a tty only
 

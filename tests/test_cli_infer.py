@@ -79,6 +79,7 @@ def test_options_reach_the_summary(tmp_path, slides, probe_dir):
         "tissue_threshold": 0.6,
         "tumor_threshold": 0.7,
         "num_readers": 2,
+        "viewer": True,
     }
     assert s["tiles"]["stride_model_px"] == 16 and s["mpp_source"] == "option"
 

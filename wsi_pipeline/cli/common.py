@@ -73,6 +73,15 @@ def progress_disable(enabled: bool = True) -> bool | None:
     return None if enabled and not is_quiet() else True
 
 
+def configure_logging(level: int) -> None:
+    """One stderr handler at ``level`` on the root logger (libraries that set their loggers lower,
+    e.g. Dask's INFO, show through only with -v)."""
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
 def _set(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         if name == "debug":
@@ -80,7 +89,7 @@ def _set(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
             return
         flags = _flags()
         flags[name] = (flags[name] + value) if name == "verbose" else (flags[name] or bool(value))
-        logging.basicConfig(level=log_level(), format="%(levelname)s: %(name)s: %(message)s", force=True)
+        configure_logging(log_level())
 
     return callback
 
@@ -143,15 +152,13 @@ def model_option(
 
 
 class DeviceType(click.ParamType):
-    """``--device``: auto, cpu, cuda or cuda:N (:func:`~wsi_pipeline.devices.parse_device`)."""
+    """``--device``: auto, cpu, cuda or cuda:N (:func:`~wsi_pipeline.devices.parse_device`); a bad
+    value is an :class:`OptionError`, i.e. one ``error: --device ...`` line from :func:`run_cli`."""
 
     name = "device"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        try:
-            return parse_device(str(value))
-        except OptionError as exc:
-            self.fail(str(exc).removeprefix("--device: "), param, ctx)
+        return parse_device(str(value))
 
 
 def device_option(default: str | None = "auto", help: str = "") -> Callable[[F], F]:
