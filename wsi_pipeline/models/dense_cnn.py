@@ -169,41 +169,40 @@ class GroupConv(nn.Module):
 
 
 class GroupBatchNorm(nn.Module):
-    """Batch norm for orientation channels with one affine pair per channel, shared by its 8
-    orientations. Training normalises each orientation channel with its own batch statistics (the
-    native, fast kernel; with D4-augmented data they estimate the same quantity); evaluation uses
-    the statistics pooled over the 8 orientations, which makes the network exactly invariant."""
+    """Batch norm whose statistics and affine parameters are shared by a channel's 8 orientations
+    (so the network stays exactly equivariant in training too). Runs as one native batch norm over a
+    free view ``(N, C, 8 * H * W)`` of NCHW-contiguous input: the group layers keep NCHW (their
+    expanded weights are contiguous); channels-last input is made contiguous first."""
 
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.channels, self.momentum, self.eps = channels, momentum, eps
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.register_buffer("running_mean", torch.zeros(channels * GROUP_ORDER))
-        self.register_buffer("running_var", torch.ones(channels * GROUP_ORDER))
-
-    def pooled_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance of each channel over its 8 orientations (law of total variance),
-        repeated for every orientation channel."""
-        means = self.running_mean.view(self.channels, GROUP_ORDER)
-        variances = self.running_var.view(self.channels, GROUP_ORDER)
-        mean = means.mean(1, keepdim=True)
-        var = (variances + (means - mean) ** 2).mean(1, keepdim=True)
-        return mean.expand_as(means).reshape(-1), var.expand_as(variances).reshape(-1)
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
 
     def expanded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Pooled mean and variance, weight and bias for every orientation channel (eval mode)."""
-        mean, var = self.pooled_statistics()
-        return mean, var, self.weight.repeat_interleave(GROUP_ORDER), self.bias.repeat_interleave(GROUP_ORDER)
+        """Running mean, running var, weight and bias repeated for every orientation channel."""
+        return tuple(  # type: ignore[return-value]
+            t.repeat_interleave(GROUP_ORDER)
+            for t in (self.running_mean, self.running_var, self.weight, self.bias)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            mean, var, weight, bias = self.expanded()
-            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
-        out = F.batch_norm(x, self.running_mean, self.running_var, None, None, True, self.momentum, self.eps)
-        shape = (1, -1, 1, 1)
-        weight = self.weight.repeat_interleave(GROUP_ORDER).view(shape).to(out.dtype)
-        return out * weight + self.bias.repeat_interleave(GROUP_ORDER).view(shape).to(out.dtype)
+        n, c8, h, w = x.shape
+        grouped = x.contiguous().view(n, self.channels, GROUP_ORDER * h * w)
+        out = F.batch_norm(
+            grouped,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training,
+            self.momentum,
+            self.eps,
+        )
+        return out.view(n, c8, h, w)
 
 
 class GroupPool(nn.Module):
