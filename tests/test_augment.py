@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from wsi_pipeline.d4 import NHWC, dihedral, inverse_dihedral, random_dihedral
+from wsi_pipeline.hed import hed_to_rgb, rgb_to_hed
 from wsi_pipeline.training.augment import (
     Augmenter,
     AugmentSettings,
     hed_jitter,
-    hed_to_rgb,
     hsv_jitter,
     hsv_to_rgb,
     random_crop_nhwc,
-    rgb_to_hed,
     rgb_to_hsv,
 )
 

@@ -203,3 +203,110 @@ def test_console_script(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "r.json").read_text())["n"] == 9
     assert "accuracy" in proc.stdout
+
+
+def _probe_trained_on(tmp_path: Path, data: Path, train_rows: np.ndarray) -> Path:
+    """A probe model folder whose config records the data's split and whose hashes name ``train_rows``."""
+    from wsi_pipeline.data import open_patch_dataset, stratified_split
+    from wsi_pipeline.data.hashes import patch_hashes
+
+    dataset = open_patch_dataset(data)
+    images = dataset.read(np.arange(len(dataset)))
+    train, val = stratified_split(dataset.labels, 0.25, seed=3)
+    split = {
+        "method": "stratified_split",
+        "val_fraction": 0.25,
+        "seed": 3,
+        "n_train": len(train),
+        "n_val": len(val),
+        "n_val_tumor": int(dataset.labels[val].sum()),
+    }
+    cfg = ModelConfig(
+        architecture="mean_intensity_probe",
+        arch_kwargs=PROBE,
+        name="probe",
+        data={**dataset.describe(), "split": split},
+    )
+    return save_model(
+        tmp_path / "model",
+        create_model("mean_intensity_probe", **PROBE),
+        cfg,
+        train_hashes=patch_hashes(images, train_rows if train_rows is not None else train),
+    )
+
+
+def test_split_val_scores_only_the_recorded_validation_split(tmp_path: Path, monkeypatch, capsys) -> None:
+    from wsi_pipeline.data import stratified_split
+
+    pixels, labels = make_dataset(tmp_path / "data", n=40)
+    model = _probe_trained_on(tmp_path, tmp_path / "data", None)
+    out_json = tmp_path / "m.json"
+    code, out, err = run(
+        monkeypatch,
+        capsys,
+        "--data",
+        str(tmp_path / "data"),
+        "--model",
+        str(model),
+        "--split",
+        "val",
+        "--json",
+        str(out_json),
+        "--no-progress",
+    )
+    assert code == 0, err
+    _, val = stratified_split(labels, 0.25, seed=3)
+    metrics = json.loads(out_json.read_text())
+    assert metrics["n"] == len(val) and metrics["n_train_overlap"] == 0 and "warning" not in err
+    expected = np.array([probe_probability(pixels[i], **PROBE) for i in val])
+    assert metrics["confusion_matrix"][1][1] == int(((expected >= 0.5) & (labels[val] == 1)).sum())
+
+
+def test_scoring_training_patches_warns_with_the_count(tmp_path: Path, monkeypatch, capsys) -> None:
+    make_dataset(tmp_path / "data", n=40)
+    model = _probe_trained_on(tmp_path, tmp_path / "data", np.arange(0, 40, 2))  # 20 training patches
+    code, out, err = run(
+        monkeypatch, capsys, "--data", str(tmp_path / "data"), "--model", str(model), "--no-progress"
+    )
+    assert code == 0
+    assert "warning: 20 of the 40 evaluated patches (50.0 %) were training patches" in err
+
+
+def test_restained_scores_are_reported_beside_the_plain_ones(tmp_path: Path, monkeypatch, capsys) -> None:
+    make_dataset(tmp_path / "data", n=30)
+    out_json = tmp_path / "m.json"
+    code, out, err = run(
+        monkeypatch,
+        capsys,
+        "--data",
+        str(tmp_path / "data"),
+        "--model",
+        str(save_probe(tmp_path / "model")),
+        "--restain",
+        "default",
+        "--restain",
+        "1,1",
+        "--json",
+        str(out_json),
+        "--no-progress",
+    )
+    assert code == 0, err
+    metrics = json.loads(out_json.read_text())
+    stainings = [(r["haematoxylin"], r["eosin"]) for r in metrics["restained"]]
+    assert stainings == [(0.7, 1.3), (1.3, 0.8), (1.0, 1.0)]
+    identity = metrics["restained"][2]
+    assert identity["accuracy"] == metrics["accuracy"]  # x1, x1 changes nothing beyond rounding
+    assert "re-stained H x0.7, E x1.3: AUC" in out
+    code, _, err = run(monkeypatch, capsys, "--data", str(tmp_path / "data"), "--restain", "pale")
+    assert code != 0 and "--restain takes H,E factors" in err
+
+
+def test_restaining_keeps_white_and_scales_stain_density() -> None:
+    from wsi_pipeline.evaluation.restain import restain_patches
+
+    white = np.full((1, 4, 4, 3), 255, np.uint8)
+    assert np.array_equal(restain_patches(white, 0.7, 1.3), white)
+    purple = np.tile(np.array([120, 60, 160], np.uint8), (1, 4, 4, 1))
+    paler = restain_patches(purple, 0.5, 1.0).astype(int)
+    darker = restain_patches(purple, 1.5, 1.0).astype(int)
+    assert (paler.sum() > purple.astype(int).sum()) and (darker.sum() < purple.astype(int).sum())

@@ -49,7 +49,7 @@ def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str, data: P
     Evaluate the result with `wsi-eval --model OUT`; use it with `wsi-infer --model OUT`.
     """
     from wsi_pipeline.models import save_model
-    from wsi_pipeline.models.ensemble import combine_models
+    from wsi_pipeline.models.ensemble import combine_models, members_train_hashes
 
     module, config = combine_models(list(models), name=name, require_same_split=data is not None)
     if data is not None:
@@ -61,7 +61,7 @@ def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str, data: P
             f"validation ({config.metrics['n']} patches): accuracy {config.metrics['accuracy']:.4f}, "
             f"AUC {config.metrics['auc']:.4f}"
         )
-    save_model(out_dir, module, config)
+    save_model(out_dir, module, config, train_hashes=members_train_hashes(models))
     click.echo(f"wrote {out_dir} ({len(models)} members)")
 
 

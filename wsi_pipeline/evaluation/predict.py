@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -34,8 +35,10 @@ def predict_dataset(
     tta: bool = False,
     progress: bool = False,
     read_chunk: int = 1024,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """float32 tumour probabilities for ``indices`` of ``dataset`` (all by default), in that order.
+    """float32 tumour probabilities for ``indices`` of ``dataset`` (all by default), in that order;
+    ``transform`` (e.g. a re-staining) is applied to each chunk of uint8 patches first.
 
     The next chunk is read (decoded) in a background thread while the model runs on the current one.
     """
@@ -59,6 +62,8 @@ def predict_dataset(
             if k + 1 < len(starts):
                 nxt = starts[k + 1]
                 pending = reader.submit(dataset.read, idx[nxt : nxt + chunk])
+            if transform is not None:
+                patches = transform(patches)
             out[start : start + len(patches)] = predict_patches(model, patches, batch_size, tta)
             if bar is not None:
                 bar.update(len(patches))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,13 +97,17 @@ def evaluate_model(
     threshold: float = 0.5,
     n_boot: int = 1000,
     progress: bool = False,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> EvaluationResult:
-    """Predict (optionally on a seeded stratified ``sample`` of ``sample`` patches) and score."""
+    """Predict (optionally on a seeded stratified ``sample`` of ``sample`` patches; ``transform``
+    applied to the uint8 patches first, e.g. a re-staining) and score."""
     labels_all = dataset.labels
     indices = (
         stratified_sample(labels_all, sample, seed) if sample else np.arange(len(labels_all), dtype=np.int64)
     )
-    probs = predict_dataset(model, dataset, indices, batch_size=batch_size, tta=tta, progress=progress)
+    probs = predict_dataset(
+        model, dataset, indices, batch_size=batch_size, tta=tta, progress=progress, transform=transform
+    )
     labels = labels_all[indices]
     metrics = compute_metrics(labels, probs, threshold, n_boot, seed, tuple(model.config.class_names))
     info = {

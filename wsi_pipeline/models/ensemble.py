@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -119,3 +120,13 @@ def combine_models(
         },
     )
     return module, config
+
+
+def members_train_hashes(model_dirs: Sequence[Path | str]) -> np.ndarray | None:
+    """The union of the members' training-patch hashes (``None`` unless every member records them)."""
+    from wsi_pipeline.models.io import model_folder, read_train_hashes
+
+    parts = [read_train_hashes(model_folder(path)) for path in model_dirs]
+    if any(part is None for part in parts):
+        return None
+    return np.unique(np.concatenate([p for p in parts if p is not None]))

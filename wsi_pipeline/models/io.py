@@ -19,6 +19,8 @@ from wsi_pipeline.models.preprocess import preprocess_patches
 from wsi_pipeline.models.registry import create_model
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+#: Sorted uint64 content hashes (:func:`wsi_pipeline.data.hashes.patch_hashes`) of the training patches.
+TRAIN_HASHES_FILENAME = "train_patches.u64"
 
 
 def default_model_dir() -> Path:
@@ -65,9 +67,12 @@ class LoadedModel:
         return torch.cat(out).numpy()
 
 
-def save_model(directory: Path, module: nn.Module, config: ModelConfig) -> Path:
-    """Write weights + config into ``directory`` atomically (the slide outputs' temp-folder-then-rename
-    mechanism, :func:`wsi_pipeline.files.atomic_output_dir`)."""
+def save_model(
+    directory: Path, module: nn.Module, config: ModelConfig, train_hashes: np.ndarray | None = None
+) -> Path:
+    """Write weights + config (+ the content hashes of the training patches, when known) into
+    ``directory`` atomically (the slide outputs' temp-folder-then-rename mechanism,
+    :func:`wsi_pipeline.files.atomic_output_dir`)."""
     directory = Path(directory)
     with atomic_output_dir(directory.parent, directory.name) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
@@ -75,7 +80,20 @@ def save_model(directory: Path, module: nn.Module, config: ModelConfig) -> Path:
         # safetensors writes 0600; a model shared on a cluster should be as readable as any new file.
         (tmp / WEIGHTS_FILENAME).chmod(0o666 & ~process_umask())
         config.save(tmp)
+        if train_hashes is not None:
+            np.sort(np.asarray(train_hashes, dtype="<u8")).tofile(tmp / TRAIN_HASHES_FILENAME)
     return directory
+
+
+def read_train_hashes(folder: Path) -> np.ndarray | None:
+    """Content hashes of the patches a model was trained on (``None`` when not recorded)."""
+    path = Path(folder) / TRAIN_HASHES_FILENAME
+    if not path.is_file():
+        return None
+    try:
+        return np.fromfile(path, dtype="<u8")
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read training-patch hashes: {exc}") from exc
 
 
 def model_folder(path: Path | str | None = None) -> Path:

@@ -13,12 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from wsi_pipeline.d4 import random_dihedral
-
-#: RGB <- HED stain vectors (Ruifrok & Johnston), rows: haematoxylin, eosin, DAB.
-RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
-RGB_FROM_HED = RGB_FROM_HED / RGB_FROM_HED.norm(dim=1, keepdim=True)
-HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
-_OD_EPS = 1.0 / 255.0
+from wsi_pipeline.hed import stain_transform
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -70,19 +65,6 @@ def hsv_jitter(
     return hsv_to_rgb(torch.stack([h, s, v], 1)).clamp(0, 1)
 
 
-def rgb_to_hed(x: torch.Tensor) -> torch.Tensor:
-    """RGB in [0, 1] -> HED stain concentrations (colour deconvolution of optical densities)."""
-    od = -torch.log(x.clamp_min(_OD_EPS))
-    m = HED_FROM_RGB.to(x.device, x.dtype)
-    return torch.einsum("nchw,cd->ndhw", od, m)
-
-
-def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
-    m = RGB_FROM_HED.to(hed.device, hed.dtype)
-    od = torch.einsum("nchw,cd->ndhw", hed, m)
-    return torch.exp(-od).clamp(0, 1)
-
-
 def hed_jitter(
     x: torch.Tensor, scale: float = 0.05, shift: float = 0.05, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -91,17 +73,10 @@ def hed_jitter(
 
     Colour deconvolution is linear in optical density, so the whole change is one per-sample
     3x3 matrix and offset on the optical densities (one batched matmul)."""
-    n, c, h, w = x.shape
+    n = x.shape[0]
     alpha = torch.stack([_uniform(n, scale, 1.0, x, generator) for _ in range(3)], 1).reshape(n, 3)
     beta = torch.stack([_uniform(n, shift, 0.0, x, generator) for _ in range(3)], 1).reshape(n, 3)
-    to_hed = HED_FROM_RGB.to(x.device, x.dtype)
-    to_rgb = RGB_FROM_HED.to(x.device, x.dtype)
-    # od_row' = od_row @ to_hed @ diag(alpha) @ to_rgb + beta @ to_rgb
-    mix = to_hed[None] @ (alpha[:, :, None] * to_rgb[None])  # (n, 3, 3)
-    offset = beta @ to_rgb  # (n, 3)
-    od = -torch.log(x.clamp_min(_OD_EPS)).reshape(n, c, h * w)
-    od = torch.baddbmm(offset[:, :, None], mix.transpose(1, 2), od)
-    return torch.exp(-od).clamp_(0, 1).reshape(n, c, h, w)
+    return stain_transform(x, alpha, beta)
 
 
 def random_crop_nhwc(

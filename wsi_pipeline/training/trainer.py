@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from wsi_pipeline.data.hashes import patch_hashes
 from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.errors import DatasetError, OptionError, TrainingError
 from wsi_pipeline.models.config import ModelConfig
@@ -270,7 +271,8 @@ def _finish(
         "torch_version": torch.__version__,
     }
     final = dataclasses.replace(mcfg, metrics=metrics, training=training)
-    model_dir = save_model(folder.path / MODEL_DIR, judged, final)
+    hashes = patch_hashes(data.images, data.train_rows)  # lets wsi-eval warn about overlap
+    model_dir = save_model(folder.path / MODEL_DIR, judged, final, train_hashes=hashes)
     folder.write_plots(state.history)
     folder.write_summary(
         {
