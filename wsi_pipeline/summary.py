@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from wsi_pipeline.aggregation import CATEGORIES
 from wsi_pipeline.errors import OptionError
@@ -209,7 +210,7 @@ def _slide_info_json(info: SlideInfo) -> JsonDict:
     }
 
 
-def _from_dict(data: JsonDict) -> SlideSummary:
+def _from_dict(data: dict[str, Any]) -> SlideSummary:
     """The summary ``data`` describes; only exactly what :meth:`SlideSummary.to_dict` writes is accepted."""
     info, tiles, heatmap = data["slide_info"], data["tiles"], data["heatmap"]
     stats, tissue, timings = data["inference"], data["tissue"], data["timings"]

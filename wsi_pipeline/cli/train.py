@@ -18,7 +18,8 @@ class ConfigOption(click.Option):
 
     def __init__(self, *args: Any, field: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("default", None)
-        super().__init__(*args, show_default=False, **kwargs)
+        kwargs["show_default"] = False
+        super().__init__(*args, **kwargs)
         self.config_field = field or (self.name or "")
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:

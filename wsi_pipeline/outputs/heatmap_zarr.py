@@ -92,7 +92,7 @@ def downsample_mean(heatmap: np.ndarray) -> np.ndarray:
         return np.nanmean(blocks, axis=(1, 3)).astype(np.float32)
 
 
-def multiscales(attrs: JsonDict, n_levels: int) -> list[JsonDict]:
+def multiscales(attrs: dict[str, Any], n_levels: int) -> list[dict[str, Any]]:
     """The NGFF 0.4 ``multiscales`` entry of ``n_levels`` levels (2x apart) for our geometry."""
     mpp = float(attrs["mpp"])
     cell = float(attrs["cell_size_level0_px"])
@@ -135,7 +135,7 @@ def dimension_names(level: int) -> tuple[str, str]:
     return ("y", "x") if level == 0 else (f"y{level}", f"x{level}")
 
 
-def write_heatmap_zarr(path: Path, heatmap: np.ndarray, attrs: JsonDict, chunk: int = CHUNK) -> Path:
+def write_heatmap_zarr(path: Path, heatmap: np.ndarray, attrs: dict[str, Any], chunk: int = CHUNK) -> Path:
     """OME-Zarr (NGFF 0.4, Zarr format 2) multiscale image of the 2-D ``heatmap``; ``attrs`` (our
     geometry, with ``mpp``, ``cell_size_level0_px`` and ``cell_origin_level0``) go in the group's
     attributes beside ``multiscales``."""
@@ -156,7 +156,7 @@ def write_heatmap_zarr(path: Path, heatmap: np.ndarray, attrs: JsonDict, chunk: 
     return Path(path)
 
 
-def read_heatmap_zarr(path: Path, level: int = 0) -> tuple[np.ndarray, JsonDict]:
+def read_heatmap_zarr(path: Path, level: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """The heatmap (full resolution, or coarser ``level``) and the group's attributes.
 
     Also reads the bare-array stores of earlier versions (attributes on the array).
