@@ -53,7 +53,8 @@ def region_rings(result: SlideResult) -> list[list[Ring]]:
     for region in result.regions:
         shape = cells_to_geometry(region.cells, geometry)
         polygons = list(getattr(shape, "geoms", [shape]))
-        out.append([list(r.coords) for p in polygons for r in (p.exterior, *p.interiors)])
+        rings = (ring for polygon in polygons for ring in (polygon.exterior, *polygon.interiors))
+        out.append([[(float(x), float(y)) for x, y in ring.coords] for ring in rings])
     return out
 
 

@@ -34,7 +34,7 @@ def class_names(result: SlideResult) -> tuple[str, ...]:
     config = result.summary.params.get("model_config")
     names = config.get("class_names") if isinstance(config, dict) else None
     if isinstance(names, list) and len(names) == 2 and all(isinstance(n, str) and n for n in names):
-        return tuple(names)
+        return tuple(str(n) for n in names)
     return DEFAULT_CLASS_NAMES
 
 

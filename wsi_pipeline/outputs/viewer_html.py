@@ -37,7 +37,8 @@ def write(folder: Path, result: SlideResult) -> None:
 def _lesion(region: TumourRegion, index: int, geometry: CellGeometry) -> Lesion:
     shape = cells_to_geometry(region.cells, geometry)
     polygons = list(getattr(shape, "geoms", [shape]))
-    rings = [list(ring.coords) for polygon in polygons for ring in (polygon.exterior, *polygon.interiors)]
+    outlines = (ring for polygon in polygons for ring in (polygon.exterior, *polygon.interiors))
+    rings = tuple(tuple((float(x), float(y)) for x, y in ring.coords) for ring in outlines)
     confidence = getattr(region, "confidence", None)  # the region's own confidence where it has one
     return Lesion(
         rings=rings,

@@ -77,13 +77,13 @@ def _lesion(feature: dict[str, Any], index: int, offset: tuple[float, float]) ->
     else:
         raise ValueError(f"feature {index}: {geometry['type']} is not a polygon")
     dx, dy = offset
-    rings = [[(float(x) + dx, float(y) + dy) for x, y, *_ in ring] for ring in rings]
+    shifted = tuple(tuple((float(x) + dx, float(y) + dy) for x, y, *_ in ring) for ring in rings)
     properties = feature.get("properties") or {}
     measurements = properties.get("measurements") or {}
     diameter = float(measurements.get("max_diameter_mm", math.nan))
     confidence = measurements.get("mean_prob_tumor", measurements.get("max_prob_tumor", 0.0))
     return Lesion(
-        rings=rings,
+        rings=shifted,
         max_diameter_mm=diameter,
         area_mm2=float(measurements.get("area_mm2", math.nan)),
         confidence=min(1.0, max(0.0, float(confidence))),
