@@ -32,6 +32,14 @@ SHARED_INPUT_FIELDS = (
 )
 
 
+def _member_dense(member: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``member.dense(x)``; AttributeError when the member has no dense map."""
+    dense = getattr(member, "dense", None)
+    if not callable(dense):
+        raise AttributeError(f"ensemble member {type(member).__name__} has no dense(x)")
+    return dense(x)
+
+
 class MeanLogitEnsemble(nn.Module):
     """Mean of the members' ``(N, 1)`` logits."""
 
@@ -52,9 +60,9 @@ class MeanLogitEnsemble(nn.Module):
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of the members' dense logit maps (all members are dense-capable)."""
-        total = self.members[0].dense(x)
+        total = _member_dense(self.members[0], x)
         for member in self.members[1:]:
-            total = total + member.dense(x)
+            total = total + _member_dense(member, x)
         return total / len(self.members)
 
     def inference_copy(self) -> nn.Module:
