@@ -18,7 +18,7 @@ from wsi_pipeline.precision import Precision
 from wsi_pipeline.training.batches import BatchStream, BatchTransform
 
 LrFn = Callable[[int], float]  # step within the epoch -> learning rate
-StepFn = Callable[[int], None]  # called after each step with the number of samples
+StepFn = Callable[[int], object]  # called after each step with the number of samples; result ignored
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ class WeightAverage:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for avg, new in zip(self.model.parameters(), model.parameters(), strict=True):
             avg.lerp_(new.detach(), 1.0 - d)
-        for avg, new in zip(self.model.buffers(), model.buffers(), strict=True):
-            avg.copy_(new)
+        for avg_buffer, new_buffer in zip(self.model.buffers(), model.buffers(), strict=True):
+            avg_buffer.copy_(new_buffer)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "updates": self.updates}
