@@ -153,9 +153,9 @@ def test_killed_holder_leaves_neither_lock_nor_temp_behind(tmp_path):
 def test_output_folder_that_cannot_be_written_is_one_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OutputError, match="cannot write output folder"):
+    with pytest.raises(OutputError, match="cannot create output folder"):
         ensure_writable_dir(blocker / "out")
-    with pytest.raises(OutputError, match="cannot write output folder"), output_folder_lock(blocker):
+    with pytest.raises(OutputError, match="cannot create output folder"), output_folder_lock(blocker):
         pass
     assert ensure_writable_dir(tmp_path / "new" / "out").is_dir()
     assert list((tmp_path / "new" / "out").iterdir()) == []  # the probe file is gone

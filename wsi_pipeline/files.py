@@ -65,11 +65,14 @@ def ensure_writable_dir(folder: Path) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot create output folder: {exc.strerror or exc}") from exc
+    try:
         fd, probe = tempfile.mkstemp(prefix=_temp_prefix("write-check"), dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"{folder}: cannot write output folder: {exc.strerror or exc}") from exc
+        raise OutputError(f"{folder}: cannot write to output folder: {exc.strerror or exc}") from exc
     return folder
 
 

@@ -232,9 +232,9 @@ def cli(
         run_dask_batch(paths, out_root, options, model_path, workers, scheduler, show_progress, wait)
         return
     (slide,) = paths
-    with output_folder_lock(out_root, wait=wait, echo=note) as out_dir:  # before any slow work
+    model = load_inference_model(model_path, device)
+    with output_folder_lock(out_root, wait=wait, echo=note) as out_dir:  # before the slide's analysis
         clean_stale_temp(out_dir)  # left by killed runs (owner process gone)
-        model = load_inference_model(model_path, device)
         done = infer_one(slide, out_dir, options, model, progress=show_progress) is not None
     click.echo(
         f"{int(done)} of 1 slide(s) done; outputs in {Path(out_root).resolve()}"
