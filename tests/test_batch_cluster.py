@@ -429,3 +429,36 @@ def test_other_slide_with_the_same_name_or_a_damaged_result_is_redone(data, clus
     assert run("s2")[1][0]["status"] == "done"
     assert (out / "case" / "overlay.png").stat().st_size > 0
     assert _temp_entries(out) == []
+
+
+def test_batch_keeps_a_live_writers_temp_folder(data, cluster, tmp_path):
+    """Issue 11 #3: a batch's clean-up used to delete every temp folder in OUT, a live writer's too
+    (which then failed with FileNotFoundError). A live process's temp folder now survives the run."""
+    out = tmp_path / "R"
+    writer_code = (
+        "import sys; from wsi_pipeline.files import atomic_output_dir\n"
+        "with atomic_output_dir(sys.argv[1], 'zulu') as tmp:\n"
+        "    (tmp / 'tiles.csv').write_text('row,col\\n')\n"
+        "    print('writing', flush=True); sys.stdin.readline()\n"
+        "    (tmp / 'tumor.geojson').write_text('{}')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", writer_code, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        (live,) = _temp_entries(out)
+        kwargs = {"scheduler": cluster["address"], "progress": False, "echo": _echo_to([])}
+        report = run_batch(data["good"][:1], out, OPTIONS, data["model"], **kwargs)
+        assert report.stale_removed == 0 and [r.status for r in report.rows] == ["done"]
+        assert _temp_entries(out) == [live]
+    finally:
+        writer.communicate("go\n", timeout=30)
+    assert writer.returncode == 0
+    assert sorted(p.name for p in (out / "zulu").iterdir()) == ["tiles.csv", "tumor.geojson"]
+    assert _temp_entries(out) == []
