@@ -368,3 +368,26 @@ def test_one_slide_given_as_folder_and_file_is_refused(tmp_path, slides, probe_d
     result = CliRunner().invoke(cli, [str(folder), str(folder / "case.tif"), "-o", str(out)])
     assert result.exit_code == 1 and "case.tif: given twice" in str(result.exception)
     assert not out.exists()
+
+
+def test_real_sigkill_mid_write_then_rerun_cleans_and_finishes(tmp_path, shared_data):
+    """Issue 11 #8 end to end: SIGKILL a real single-slide ``wsi-infer`` while it writes its outputs."""
+    slide = shared_data / "slides" / "cmu1_small_region.svs"
+    model = save_probe_model(tmp_path / "probe", patch_size=32, mpp=0.5)  # ~2400 tiles: a slow write
+    out = tmp_path / "R"
+    args = [str(slide), "-o", str(out), "--model", str(model), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-c", _MAIN, *args], cwd=tmp_path, stderr=subprocess.DEVNULL)
+    temp: list[Path] = []
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and not temp and time.monotonic() < deadline:
+        if out.is_dir():
+            temp = [p for p in out.iterdir() if p.name.startswith(f".{slide.stem}.tmp-") and p.is_dir()]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and temp and temp[0].is_dir()  # killed while writing
+    assert not (out / slide.stem).exists()
+    done = _run_main(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, slide.stem]
+    assert sorted(p.name for p in (out / slide.stem).iterdir()) == sorted(OUTPUT_FILES)
