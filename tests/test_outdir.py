@@ -159,3 +159,11 @@ def test_output_folder_that_cannot_be_written_is_one_error(tmp_path):
         pass
     assert ensure_writable_dir(tmp_path / "new" / "out").is_dir()
     assert list((tmp_path / "new" / "out").iterdir()) == []  # the probe file is gone
+
+
+def test_a_long_slide_name_still_gets_a_temp_folder_with_its_owner(tmp_path):
+    name = "x" * 250  # a valid folder name; with the owner tag it would pass the 255-byte limit
+    with atomic_output_dir(tmp_path, name) as tmp:
+        assert len(tmp.name.encode()) <= 255 and parse_owner(tmp.name) == TempOwner.me()
+        (tmp / "a").write_text("x")
+    assert (tmp_path / name / "a").is_file()

@@ -26,6 +26,9 @@ from wsi_pipeline.temp_owner import TEMP_MARKER, owner_tag
 JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
 JsonDict = dict[str, JsonValue]
 
+_NAME_MAX = 255  # bytes in one file name (ext4, xfs, NFS, ...)
+_RANDOM = 8  # characters tempfile adds
+
 
 def slide_out_dir(out_root: Path, slide: Path) -> Path:
     """Where a slide's outputs go: ``OUT/<slide stem>``."""
@@ -99,8 +102,12 @@ def atomic_output_dir(out_root: Path, name: str) -> Iterator[Path]:
 
 
 def _temp_prefix(name: str, kind: str = "") -> str:
-    """``.<name>.tmp[-old]-<pid>-<start>-<host>.``; mkdtemp/mkstemp add the random part."""
-    return f".{name}{TEMP_MARKER}{kind}-{owner_tag()}."
+    """``.<name>.tmp[-old]-<pid>-<start>-<host>.``; mkdtemp/mkstemp add the random part. A long
+    ``name`` is shortened so that the whole name stays within the usual 255-byte limit."""
+    rest = f"{TEMP_MARKER}{kind}-{owner_tag()}."
+    room = max(1, _NAME_MAX - len(rest.encode()) - 1 - _RANDOM)
+    short = name.encode()[:room].decode(errors="ignore")
+    return f".{short}{rest}"
 
 
 def process_umask() -> int:
