@@ -382,3 +382,83 @@ def test_cli_single_slide_stays_in_process(data, tmp_path):
     assert use_dask_batch(one, one, workers=None, scheduler="tcp://h:8786")
     assert use_dask_batch([folder], one, workers=None, scheduler=None)
     assert use_dask_batch(data["good"], data["good"], workers=None, scheduler=None)
+
+
+def test_other_slide_with_the_same_name_or_a_damaged_result_is_redone(data, cluster, tmp_path):
+    """Issue 11 #1 and #4: ``wsi-infer s1 -o R; wsi-infer s2 -o R`` (a different case.tif in each)
+    redoes case from s2; then an emptied Zarr chunk or a 0-byte overlay.png is redone, not skipped."""
+    from click.testing import CliRunner
+
+    from wsi_pipeline.cli.infer import cli
+
+    out = tmp_path / "R"
+    for name, source in (("s1", data["good"][0]), ("s2", data["good"][1])):
+        (tmp_path / name).mkdir()
+        shutil.copy(source, tmp_path / name / "case.tif")
+    common = [
+        "-o",
+        str(out),
+        "--model",
+        str(data["model"]),
+        "--scheduler",
+        cluster["address"],
+        "--no-progress",
+    ]
+    common += ["--num-readers", "1", "--batch-size", "64"]
+
+    def run(folder: str) -> tuple[str, list[dict]]:
+        result = CliRunner().invoke(cli, [str(tmp_path / folder), *common])
+        assert result.exit_code == 0, result.output
+        return result.stdout, read_run_summary_csv(out / "run_summary.csv")
+
+    run("s1")
+    bravo = _summary(data["serial"], "bravo")
+    stdout, rows = run("s2")
+    assert rows[0]["status"] == "done" and "made from another or a changed slide file" in stdout
+    assert float(rows[0]["slide_score"]) == pytest.approx(bravo["slide_score"])
+    assert int(rows[0]["n_tiles_tissue"]) == bravo["n_tiles_tissue"]
+    assert _summary(out, "case")["slide_file"]["path"] == str((tmp_path / "s2" / "case.tif").resolve())
+    np.testing.assert_array_equal(_heatmap(out, "case"), _heatmap(data["serial"], "bravo"))
+    assert run("s2")[1][0]["status"] == "skipped"
+
+    (out / "case" / "heatmap.zarr" / "0" / "0.0").write_bytes(b"")  # a real emptied chunk
+    stdout, rows = run("s2")
+    assert rows[0]["status"] == "done" and "heatmap.zarr/0/0.0 is 0 bytes" in stdout
+    np.testing.assert_array_equal(_heatmap(out, "case"), _heatmap(data["serial"], "bravo"))
+    (out / "case" / "overlay.png").write_bytes(b"")
+    assert run("s2")[1][0]["status"] == "done"
+    assert (out / "case" / "overlay.png").stat().st_size > 0
+    assert _temp_entries(out) == []
+
+
+def test_batch_keeps_a_live_writers_temp_folder(data, cluster, tmp_path):
+    """Issue 11 #3: a batch's clean-up used to delete every temp folder in OUT, a live writer's too
+    (which then failed with FileNotFoundError). A live process's temp folder now survives the run."""
+    out = tmp_path / "R"
+    writer_code = (
+        "import sys; from wsi_pipeline.files import atomic_output_dir\n"
+        "with atomic_output_dir(sys.argv[1], 'zulu') as tmp:\n"
+        "    (tmp / 'tiles.csv').write_text('row,col\\n')\n"
+        "    print('writing', flush=True); sys.stdin.readline()\n"
+        "    (tmp / 'tumor.geojson').write_text('{}')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", writer_code, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        (live,) = _temp_entries(out)
+        kwargs = {"scheduler": cluster["address"], "progress": False, "echo": _echo_to([])}
+        report = run_batch(data["good"][:1], out, OPTIONS, data["model"], **kwargs)
+        assert report.stale_removed == 0 and [r.status for r in report.rows] == ["done"]
+        assert _temp_entries(out) == [live]
+    finally:
+        writer.communicate("go\n", timeout=30)
+    assert writer.returncode == 0
+    assert sorted(p.name for p in (out / "zulu").iterdir()) == ["tiles.csv", "tumor.geojson"]
+    assert _temp_entries(out) == []
