@@ -17,6 +17,7 @@ from wsi_pipeline.errors import OptionError, OutputError, one_line
 from wsi_pipeline.files import check_unique_stems
 from wsi_pipeline.models.io import load_model, model_folder
 from wsi_pipeline.options import InferenceOptions, params_hash
+from wsi_pipeline.tiling import check_stride
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -131,7 +132,9 @@ def run_batch(
         raise OutputError(f"{out_root}: cannot create output folder: {exc}") from exc
 
     model_dir = resolve_model_path(model_path)
-    run_hash = params_hash(load_model(model_dir, device="cpu"), options)
+    model = load_model(model_dir, device="cpu")
+    check_stride(options.stride, model.config.patch_size)  # once, not once per slide
+    run_hash = params_hash(model, options)
     stale = clean_stale_temp(out_root)
     if stale:
         echo(f"Removed {len(stale)} stale temporary folder(s) left by an earlier interrupted run.")

@@ -206,6 +206,7 @@ def cli(
     skip slides already done with the same model and options, and write OUT/run_summary.csv.
     """
     from wsi_pipeline.options import InferenceOptions
+    from wsi_pipeline.tiling import check_stride
 
     options = InferenceOptions(
         mpp=mpp,
@@ -226,6 +227,7 @@ def cli(
         run_dask_batch(paths, out_root, options, model_path, workers, scheduler, progress and not is_quiet())
         return
     model = load_inference_model(model_path, device)
+    check_stride(options.stride, model.config.patch_size)
     (slide,) = paths
     done = infer_one(slide, out_root, options, model, progress=progress and not is_quiet()) is not None
     click.echo(
