@@ -61,7 +61,9 @@ def test_fifo_slide_alone_is_one_line_and_exit_1(tmp_path: Path, probe_dir: Path
 
 
 @pytest.mark.slow  # starts a Dask cluster in a subprocess
-def test_fifo_slide_in_a_batch_fails_alone_and_the_summary_is_written(tmp_path: Path, probe_dir: Path) -> None:
+def test_fifo_slide_in_a_batch_fails_alone_and_the_summary_is_written(
+    tmp_path: Path, probe_dir: Path
+) -> None:
     slides = tmp_path / "slides"
     slides.mkdir()
     good = _tissue_slide(slides / "good.tif")
@@ -93,7 +95,9 @@ def test_symlink_loop_is_reported_as_a_loop(tmp_path: Path) -> None:
         open_slide(a)  # before the fix: "slide file not found"
     dangling = tmp_path / "gone.tif"
     dangling.symlink_to(tmp_path / "missing.tif")
-    with pytest.raises(SlideOpenError, match=r"gone\.tif: slide file not found \(broken link to .*missing\.tif\)"):
+    with pytest.raises(
+        SlideOpenError, match=r"gone\.tif: slide file not found \(broken link to .*missing\.tif\)"
+    ):
         open_slide(dangling)
 
 

@@ -53,12 +53,16 @@ def _ensemble_folder(folder: Path) -> Path:
 
 BAD_CONFIGS = {
     "unknown arch keyword": ({"arch_kwargs": {**TINY, "widthz": [4]}}, r"unknown keyword.*'widthz'"),
-    "arch keyword of the wrong type": ({"arch_kwargs": {**TINY, "dropout": "high"}}, r"'dropout'.*float.*'high'"),
+    "arch keyword of the wrong type": (
+        {"arch_kwargs": {**TINY, "dropout": "high"}}, r"'dropout'.*float.*'high'"
+    ),
     "arch sequence of the wrong type": ({"arch_kwargs": {**TINY, "widths": 8}}, r"'widths'"),
     "patch_size not a number": ({"patch_size": "abc"}, r"patch_size must be a whole number.*'abc'"),
     "patch_size a bool": ({"patch_size": True}, r"patch_size must be a whole number"),
     "negative center_crop": ({"center_crop": -5}, r"center_crop must be .*-5"),
-    "center_crop larger than the patch": ({"center_crop": 128}, r"center_crop 128 .*larger than .*patch_size 96"),
+    "center_crop larger than the patch": (
+        {"center_crop": 128}, r"center_crop 128 .*larger than .*patch_size 96"
+    ),
     "mpp not a number": ({"mpp": "fine"}, r"mpp must be a positive number"),
     "mean not numbers": ({"mean": ["a", 0, 0]}, r"mean"),
 }  # fmt: skip

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.errors import ModelConfigError, ModelError
@@ -64,7 +64,8 @@ class ModelConfig:
         if self.center_crop is not None:
             if not _is_whole(self.center_crop) or self.center_crop <= 0:
                 raise ModelConfigError(
-                    f"model config: center_crop must be a whole number > 0 (or null), got {self.center_crop!r}"
+                    "model config: center_crop must be a whole number > 0 (or null), "
+                    f"got {self.center_crop!r}"
                 )
             if self.center_crop > self.patch_size:
                 raise ModelConfigError(

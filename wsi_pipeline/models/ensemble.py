@@ -71,11 +71,15 @@ def check_members(kwargs: Mapping[str, Any]) -> None:
     fits its own builder (:func:`check_model_kwargs`); errors name the member."""
     members = kwargs.get("members")
     if not isinstance(members, (list, tuple)) or not members:
-        raise ModelConfigError(f"arch_kwargs for 'ensemble': 'members' must be a non-empty list, got {members!r}")
+        raise ModelConfigError(
+            f"arch_kwargs for 'ensemble': 'members' must be a non-empty list, got {members!r}"
+        )
     for k, member in enumerate(members, start=1):
         where = f"ensemble member {k}"
         if not isinstance(member, Mapping) or not isinstance(member.get("architecture"), str):
-            raise ModelConfigError(f"{where}: needs an 'architecture' name (and 'arch_kwargs'), got {member!r}")
+            raise ModelConfigError(
+                f"{where}: needs an 'architecture' name (and 'arch_kwargs'), got {member!r}"
+            )
         where += f" ({member['architecture']})"
         arch_kwargs = member.get("arch_kwargs") or {}
         unknown = sorted(set(member) - {"architecture", "arch_kwargs"})

@@ -125,7 +125,7 @@ def load_model(path: Path | str | None = None, device: str | torch.device = "cpu
 
     The config is checked when read (:meth:`ModelConfig.load`); a network that does not build from
     it, weights that do not fit it or are not finite, and a network that does not run on its input
-    size are :class:`ModelError`\ s (:class:`ModelConfigError` for the config's part) in one line.
+    size are one-line :class:`ModelError` (:class:`ModelConfigError` for the config's part).
     """
     folder = model_folder(path)
     config_path = folder / CONFIG_FILENAME

@@ -65,7 +65,6 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     return model_builder(name)(**kwargs)
 
 
-
 def check_model_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
     """Check ``kwargs`` against the signature of the builder registered as ``name`` (a model
     config's ``arch_kwargs``, before anything is built): unknown or missing keywords and values that
@@ -120,7 +119,9 @@ def _fits(value: object, hint: Any) -> bool:
     if origin in (list, tuple, Sequence) or hint in (list, tuple):
         if not isinstance(value, (list, tuple)):
             return False
-        element = args[0] if args and (origin is not tuple or len(args) == 2 and args[1] is Ellipsis) else None
+        element = (
+            args[0] if args and (origin is not tuple or len(args) == 2 and args[1] is Ellipsis) else None
+        )
         return element is None or all(_fits(v, element) for v in value)
     if origin in (dict, Mapping) or hint is dict:
         return isinstance(value, Mapping)

@@ -152,4 +152,3 @@ def _is_ome(path: Path) -> bool:
             return bool(tif.is_ome)
     except Exception:
         return False
-
