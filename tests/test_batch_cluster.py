@@ -206,18 +206,29 @@ def _executing(dask_worker) -> tuple[int, list[str]]:
 
 @contextlib.contextmanager
 def _held_slide(client, folder: Path, source: Path):
-    """A copy of ``source`` named held.tif whose task blocks in every worker until the yielded
-    release file is created (:mod:`wsi_pipeline.testing.hold`; a FIFO is refused as a slide)."""
+    """A copy of ``source`` named held.tif whose task waits in every worker until released
+    (:mod:`wsi_pipeline.testing.hold`; a FIFO is refused as a slide). Yields the slide and
+    ``release(fail)``; on exit a task still waiting is released to fail (so an abandoned task writes
+    nothing) and awaited, and the hold is removed."""
     from wsi_pipeline.testing.hold import hold_slide, unhold_all
 
     held = folder / "held.tif"
     shutil.copy(source, held)
-    release = folder.parent / "release-held"
-    client.run(hold_slide, held.name, str(release))
+    gate = folder.parent / "release-held"
+    client.run(hold_slide, held.name, str(gate))
+
+    def release(fail: bool = False) -> None:
+        if not gate.exists():
+            gate.write_text("fail" if fail else "")
+
     try:
         yield held, release
     finally:
-        release.touch()  # free a worker still waiting
+        release(fail=True)
+        deadline = time.monotonic() + 60
+        while any(any("-held-" in k for k in keys) for _, keys in client.run(_executing).values()):
+            assert time.monotonic() < deadline, "a held task never ended"
+            time.sleep(0.05)
         client.run(unhold_all)
 
 
@@ -245,10 +256,10 @@ def test_killed_worker_mid_slide_is_retried_elsewhere(data, cluster, tmp_path):
                 if key:
                     os.kill(pid, signal.SIGKILL)
                     killed.update(pid=pid, key=key)
-                    release.touch()
+                    release()  # the rerun on another worker goes on
                     return
             time.sleep(0.02)
-        release.touch()  # never seen: do not leave the run hanging
+        release()  # never seen: do not leave the run hanging
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
@@ -313,7 +324,7 @@ def test_ctrl_c_leaves_nothing_that_looks_complete_and_resume_finishes(data, clu
     finally:
         if proc.poll() is None:
             proc.kill()
-        hold.__exit__(None, None, None)  # free the worker still holding held.tif
+        hold.__exit__(None, None, None)  # the abandoned held.tif task fails, writing nothing
     assert proc.returncode != 0 and "KeyboardInterrupt" in output
     assert not (out / "held").exists() and not (out / "run_summary.csv").exists()
     for entry in out.iterdir():  # whatever looks like a slide folder is complete

@@ -5,7 +5,9 @@ Slides are regular files (a FIFO is refused at once, :func:`wsi_pipeline.slide.o
 so a test can no longer park a task in ``open()`` on a FIFO. Instead ``client.run(hold_slide, name,
 release)`` makes :func:`wsi_pipeline.pipeline.run_slide`'s ``open_slide`` wait, in every worker,
 while the file ``release`` does not exist, for slides named ``name``; creating the file lets them
-go on. A worker restarted after a kill starts without the hold. Nothing in the package imports this.
+go on (empty file) or fail with a :class:`~wsi_pipeline.errors.SlideOpenError` (file text ``fail``:
+an abandoned task then writes nothing). A worker restarted after a kill starts without the hold.
+Nothing in the package imports this.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+
+from wsi_pipeline.errors import SlideOpenError
 
 _HELD: dict[str, Path] = {}
 
@@ -30,6 +34,8 @@ def hold_slide(name: str, release: str) -> None:
             gate = _HELD.get(Path(path).name)
             while gate is not None and not gate.exists():
                 time.sleep(0.02)
+            if gate is not None and gate.read_text().strip() == "fail":
+                raise SlideOpenError(f"{path}: held by a test and released to fail")
             return original(path)
 
         pipeline.open_slide = open_slide
