@@ -155,3 +155,39 @@ def test_disk_full_while_writing_outputs_is_one_line(
     assert lines[0].startswith(f"error: {slide}: ") and "No space left on device" in lines[0]
     assert "0 of 1 slide(s) done" in stdout
     assert list(out.iterdir()) == []  # no slide folder, no temp folder
+
+
+def _can_mount_tmpfs() -> bool:
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare + a tmpfs mount in a private namespace")
+def test_disk_full_on_a_real_tiny_tmpfs_is_one_line(tmp_path: Path, probe_dir: Path) -> None:
+    """A real full disk: ``OUT`` is a 24 KiB tmpfs mounted in a private mount namespace (gone when the
+    command ends). Before: ``error: No space left on device`` naming neither slide nor folder."""
+    slide = _tissue_slide(tmp_path / "s.tif")
+    out = tmp_path / "out"
+    out.mkdir()
+    infer = (
+        f"{sys.executable} -c 'import wsi_pipeline.testing; from wsi_pipeline.cli.infer import main; main()' "
+        f"{slide} -o {out} --model {probe_dir} --device cpu --no-viewer"
+    )
+    script = f"mount -t tmpfs -o size=24k tmpfs {out} && {infer}; echo rc=$?; ls -A {out}"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True, text=True, timeout=240, env=env, cwd=PROJECT,
+    )  # fmt: skip
+    assert (
+        proc.stderr.strip() == f"error: {slide}: cannot write outputs to {out / 's'}: No space left on device"
+    )
+    stdout = proc.stdout.strip().splitlines()
+    assert stdout[-1] == "rc=1" and "0 of 1 slide(s) done" in stdout[0]  # and `ls -A` listed nothing
