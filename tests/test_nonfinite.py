@@ -143,3 +143,31 @@ def test_training_guard_names_the_non_finite_tensor() -> None:
     with pytest.raises(TrainingDivergedError, match=r"running_mean is not finite after epoch 2"):
         check_finite(module, "after epoch 2")
     assert issubclass(TrainingDivergedError, WsiPipelineError)
+
+
+def test_divergence_after_a_good_epoch_keeps_the_good_best_and_saves_no_model(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Epoch 1 trains normally (its checkpoint becomes best.pt); a learning rate of 1e30 in epoch 2
+    blows the weights up: the run stops, best.pt still holds epoch 1's finite weights, and neither
+    ``model/`` nor ``last/`` is written."""
+    from test_training import TINY, _write_dataset
+
+    from wsi_pipeline.errors import TrainingDivergedError
+    from wsi_pipeline.training import trainer
+    from wsi_pipeline.training.config import TrainConfig
+    from wsi_pipeline.training.schedules import lr_at
+
+    def exploding(schedule, lr, epochs, epoch, *rest):  # type: ignore[no-untyped-def]
+        return 1e30 if epoch >= 1 else lr_at(schedule, lr, epochs, epoch, *rest)
+
+    monkeypatch.setattr(trainer, "lr_at", exploding)
+    data = _write_dataset(tmp_path / "patches", n=24)
+    run = tmp_path / "run"
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 3, "augment": False})
+    with pytest.raises(TrainingDivergedError, match="epoch 2"):
+        trainer.train(data, cfg, run, progress=False)
+    best = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in best["model"].values() if t.is_floating_point())
+    assert not (run / "model").exists() and not (run / "last").exists()
