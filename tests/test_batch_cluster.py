@@ -204,19 +204,32 @@ def _executing(dask_worker) -> tuple[int, list[str]]:
     return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
 
 
-def _release_fifo(fifo: Path) -> None:
-    """Let a reader blocked in open() on ``fifo`` go on (it then sees an empty file)."""
-    with contextlib.suppress(OSError):
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+@contextlib.contextmanager
+def _held_slide(client, folder: Path, source: Path):
+    """A copy of ``source`` named held.tif whose task waits in every worker until released
+    (:mod:`wsi_pipeline.testing.hold`; a FIFO is refused as a slide). Yields the slide and
+    ``release(fail)``; on exit a task still waiting is released to fail (so an abandoned task writes
+    nothing) and awaited, and the hold is removed."""
+    from wsi_pipeline.testing.hold import hold_slide, unhold_all
 
-
-def _held_slide(folder: Path, source: Path) -> tuple[Path, Path]:
-    """A FIFO named like a slide: a task opening it blocks until we act (replace it or release it)."""
     held = folder / "held.tif"
-    os.mkfifo(held)
-    real = folder.parent / "held_real.tif"
-    shutil.copy(source, real)
-    return held, real
+    shutil.copy(source, held)
+    gate = folder.parent / "release-held"
+    client.run(hold_slide, held.name, str(gate))
+
+    def release(fail: bool = False) -> None:
+        if not gate.exists():
+            gate.write_text("fail" if fail else "")
+
+    try:
+        yield held, release
+    finally:
+        release(fail=True)
+        deadline = time.monotonic() + 60
+        while any(any("-held-" in k for k in keys) for _, keys in client.run(_executing).values()):
+            assert time.monotonic() < deadline, "a held task never ended"
+            time.sleep(0.05)
+        client.run(unhold_all)
 
 
 @pytest.mark.slow  # includes the restart of a worker process
@@ -225,7 +238,8 @@ def test_killed_worker_mid_slide_is_retried_elsewhere(data, cluster, tmp_path):
     client = cluster["client"]
     slide_dir = tmp_path / "slides"
     slide_dir.mkdir()
-    held, real = _held_slide(slide_dir, data["good"][0])
+    stack = contextlib.ExitStack()
+    held, release = stack.enter_context(_held_slide(client, slide_dir, data["good"][0]))
     slides = [held]
     for src in data["good"]:
         slides.append(slide_dir / f"{src.stem}_copy.tif")
@@ -233,26 +247,33 @@ def test_killed_worker_mid_slide_is_retried_elsewhere(data, cluster, tmp_path):
     killed: dict = {}
 
     def killer() -> None:
-        # The task for held.tif blocks inside open(); once a worker is seen executing it, swap the
-        # FIFO for the real slide (the rerun will read that) and kill the worker for real.
+        # The task for held.tif waits before opening the slide; once a worker is seen executing it,
+        # kill that worker for real, then release the hold (the rerun elsewhere goes on).
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for pid, keys in client.run(_executing).values():
                 key = next((k for k in keys if "-held-" in k), None)
                 if key:
-                    os.replace(real, held)
                     os.kill(pid, signal.SIGKILL)
                     killed.update(pid=pid, key=key)
+                    release()  # the rerun on another worker goes on
                     return
             time.sleep(0.02)
-        _release_fifo(held)  # never seen: do not leave the run hanging
+        release()  # never seen: do not leave the run hanging
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     out = tmp_path / "out"
-    report = run_batch(
-        slides, out, OPTIONS, data["model"], scheduler=cluster["address"], progress=False, echo=_echo_to([])
-    )
+    with stack:
+        report = run_batch(
+            slides,
+            out,
+            OPTIONS,
+            data["model"],
+            scheduler=cluster["address"],
+            progress=False,
+            echo=_echo_to([]),
+        )
     thread.join(timeout=5)
     assert killed, "no worker was seen running held.tif"
     with pytest.raises(ProcessLookupError):
@@ -280,7 +301,8 @@ run_batch(sys.argv[4:], sys.argv[1], opts, sys.argv[2], scheduler=sys.argv[3], p
 def test_ctrl_c_leaves_nothing_that_looks_complete_and_resume_finishes(data, cluster, tmp_path):
     slide_dir = tmp_path / "slides"
     slide_dir.mkdir()
-    held, real = _held_slide(slide_dir, data["good"][1])
+    hold = _held_slide(cluster["client"], slide_dir, data["good"][1])
+    held, _ = hold.__enter__()
     slides = [*data["good"], held]
     out = tmp_path / "out"
     args = [str(out), str(data["model"]), cluster["address"], *map(str, slides)]
@@ -302,14 +324,13 @@ def test_ctrl_c_leaves_nothing_that_looks_complete_and_resume_finishes(data, clu
     finally:
         if proc.poll() is None:
             proc.kill()
-        _release_fifo(held)  # free the worker still blocked on the FIFO
+        hold.__exit__(None, None, None)  # the abandoned held.tif task fails, writing nothing
     assert proc.returncode != 0 and "KeyboardInterrupt" in output
     assert not (out / "held").exists() and not (out / "run_summary.csv").exists()
     for entry in out.iterdir():  # whatever looks like a slide folder is complete
         if not entry.name.startswith("."):
             assert sorted(p.name for p in entry.iterdir()) == sorted(OUTPUT_FILES)
 
-    os.replace(real, held)
     lines: list[str] = []
     report = run_batch(
         slides,

@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from wsi_pipeline.devices import resolve_device
+from wsi_pipeline.errors import OutputError
 from wsi_pipeline.files import atomic_output_dir, ensure_writable_dir, slide_out_dir
+from wsi_pipeline.models.finite import check_finite_outputs
 from wsi_pipeline.models.io import LoadedModel, load_model
 from wsi_pipeline.options import InferenceOptions
 from wsi_pipeline.outputs import write_outputs
@@ -52,9 +54,10 @@ def run_slide(
     ``model`` is a :class:`~wsi_pipeline.models.io.LoadedModel` (``None``: the shipped default).
     Raises :class:`~wsi_pipeline.errors.SlideOpenError`, :class:`~wsi_pipeline.errors.UnknownMppError`,
     :class:`~wsi_pipeline.errors.NoTissueError`, :class:`~wsi_pipeline.errors.SlideReadError`,
-    :class:`~wsi_pipeline.errors.OptionError` or :class:`~wsi_pipeline.errors.OutputError`, each
-    naming the slide; on failure nothing finished-looking is left. ``out_root`` is checked writable
-    before the slide is analysed; the summary records the slide file's identity (``slide_file``).
+    :class:`~wsi_pipeline.errors.NonFiniteOutputError`, :class:`~wsi_pipeline.errors.OptionError` or
+    :class:`~wsi_pipeline.errors.OutputError` (disk full included), each naming the slide; on
+    failure nothing finished-looking is left. ``out_root`` is checked writable before the slide is
+    analysed; the summary records the slide file's identity (``slide_file``).
     """
     started = time.perf_counter()
     slide_path, out_root = Path(slide_path), Path(out_root)
@@ -75,6 +78,7 @@ def run_slide(
             mask = detect_tissue(reader, slide.mpp)
             cells = select_tissue_cells(slide, grid, mask, options.tissue_threshold)
         scores = score_tiles(reader, grid, cells, model, device, options, progress)
+        check_finite_outputs(scores.probs, str(slide.shown_path), "tiles")  # NaN is not "no tumour"
         with _timed(times, "thumbnail_s"):
             thumb = thumbnail(reader, max_size=thumbnail_size(slide.dimensions))
     with _timed(times, "aggregate_s"):
@@ -86,6 +90,12 @@ def run_slide(
     summary = dataclasses.replace(summary, slide_file=slide_file)
     out_dir = slide_out_dir(out_root, slide_path)
     result = SlideResult(slide_path, out_dir, summary, grid, scores, heatmap, slide_aggregate, thumb)
-    with atomic_output_dir(out_root, out_dir.name) as tmp:
-        result = write_outputs(tmp, result, started)
+    try:
+        with atomic_output_dir(out_root, out_dir.name) as tmp:
+            result = write_outputs(tmp, result, started)
+    except OSError as exc:  # disk full, quota, permission: one line naming the slide
+        where = f" ({Path(exc.filename).name})" if exc.filename else ""
+        raise OutputError(
+            f"{slide.shown_path}: cannot write outputs to {out_dir}: {exc.strerror or exc}{where}"
+        ) from exc
     return result

@@ -18,6 +18,7 @@ from wsi_pipeline.files import check_distinct_slides
 from wsi_pipeline.models.io import load_model, model_folder
 from wsi_pipeline.options import InferenceOptions, params_hash
 from wsi_pipeline.outdir import clean_stale_temp, output_folder_lock
+from wsi_pipeline.tiling import check_stride
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -136,7 +137,9 @@ def run_batch(
     check_distinct_slides(slide_paths)
     with output_folder_lock(out_root, wait=wait, echo=echo) as out_dir:
         model_dir = resolve_model_path(model_path)
-        run_hash = params_hash(load_model(model_dir, device="cpu"), options)
+        model = load_model(model_dir, device="cpu")
+        check_stride(options.stride, model.config.patch_size)  # once, not once per slide
+        run_hash = params_hash(model, options)
         stale = clean_stale_temp(out_dir)
         if stale:
             echo(f"Removed {len(stale)} stale temporary folder(s) left by an earlier interrupted run.")

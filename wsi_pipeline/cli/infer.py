@@ -212,6 +212,7 @@ def cli(
     waits with --wait.
     """
     from wsi_pipeline.options import InferenceOptions
+    from wsi_pipeline.tiling import check_stride
 
     options = InferenceOptions(
         mpp=mpp,
@@ -233,6 +234,7 @@ def cli(
         return
     (slide,) = paths
     model = load_inference_model(model_path, device)
+    check_stride(options.stride, model.config.patch_size)
     with output_folder_lock(out_root, wait=wait, echo=note) as out_dir:  # before the slide's analysis
         clean_stale_temp(out_dir)  # left by killed runs (owner process gone)
         done = infer_one(slide, out_dir, options, model, progress=show_progress) is not None

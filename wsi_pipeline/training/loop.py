@@ -13,6 +13,7 @@ from torch import nn
 
 from wsi_pipeline.errors import TrainingDivergedError
 from wsi_pipeline.models.config import ModelConfig
+from wsi_pipeline.models.finite import describe_names, non_finite_tensors
 from wsi_pipeline.models.preprocess import preprocess_patches
 from wsi_pipeline.precision import Precision
 from wsi_pipeline.training.batches import BatchStream, BatchTransform
@@ -117,9 +118,11 @@ def train_epoch(
 
 def check_finite(model: nn.Module, where: str) -> None:
     """Raise :class:`TrainingDivergedError` when a weight or buffer is NaN or infinite."""
-    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise TrainingDivergedError(f"training diverged: {name} is not finite {where}; nothing saved")
+    bad = non_finite_tensors([*model.named_parameters(), *model.named_buffers()])
+    if bad:
+        raise TrainingDivergedError(
+            f"training diverged: {describe_names(bad)} is not finite {where}; nothing saved"
+        )
 
 
 @torch.inference_mode()
