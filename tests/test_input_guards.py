@@ -154,7 +154,9 @@ def test_disk_full_while_writing_outputs_is_one_line(
     assert code == 1 and len(lines) == 1, err
     assert lines[0].startswith(f"error: {slide}: ") and "No space left on device" in lines[0]
     assert "0 of 1 slide(s) done" in stdout
-    assert list(out.iterdir()) == []  # no slide folder, no temp folder
+    from wsi_pipeline.outdir import LOCK_NAME
+
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # no slide folder, no temp folder
 
 
 def _can_mount_tmpfs() -> bool:
@@ -190,4 +192,5 @@ def test_disk_full_on_a_real_tiny_tmpfs_is_one_line(tmp_path: Path, probe_dir: P
         proc.stderr.strip() == f"error: {slide}: cannot write outputs to {out / 's'}: No space left on device"
     )
     stdout = proc.stdout.strip().splitlines()
-    assert stdout[-1] == "rc=1" and "0 of 1 slide(s) done" in stdout[0]  # and `ls -A` listed nothing
+    # `ls -A` lists only the run's lock file: no slide folder, no temp folder
+    assert stdout[-2:] == ["rc=1", ".wsi-pipeline.lock"] and "0 of 1 slide(s) done" in stdout[0]
