@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,28 +16,30 @@ from wsi_pipeline.tiling import TileGrid
 from wsi_pipeline.tissue import TissueMask
 
 
-def test_grid_counts_only_tiles_fully_inside() -> None:
+def test_grid_covers_the_slide_with_edge_tiles_overhanging() -> None:
     # model 1.0 um/px on a 0.5 um/px slide: a 96-px tile spans 192 level-0 px
-    for width, cols in [(960, 5), (959, 4), (1000, 5), (191, 0), (192, 1)]:
+    for width, cols in [(960, 5), (959, 5), (961, 6), (1000, 6), (191, 0), (192, 1), (193, 2)]:
         grid = TileGrid(width, 500, slide_mpp=0.5, patch_size=96, model_mpp=1.0)
         assert grid.tile_size0 == 192 and grid.stride0 == 192
-        assert grid.shape == (2, cols)
+        assert grid.shape == (3, cols)  # 500 px: two full rows and one overhanging by 76 px
+    # stride 32 (64 level-0 px): cell footprints (64 px, centred, 64 px in) start inside the slide
     overlapping = TileGrid(1000, 500, slide_mpp=0.5, patch_size=96, model_mpp=1.0, stride=32)
     assert overlapping.stride0 == 64
-    assert overlapping.shape == ((500 - 192) // 64 + 1, (1000 - 192) // 64 + 1)
+    assert overlapping.shape == (math.ceil((500 - 64) / 64), math.ceil((1000 - 64) / 64))
+    footprints = overlapping.cell_geometry().edges(overlapping.shape[1], axis=1)
+    assert footprints[-2] < 1000 <= footprints[-1]  # the last footprint reaches the edge
 
 
-def test_tiles_positions_match_cell_origin_and_stay_inside() -> None:
+def test_tiles_positions_match_cell_origin_and_cover_the_slide() -> None:
     grid = TileGrid(2220, 2967, slide_mpp=0.499, stride=32)
     tiles = grid.tiles()
     rows, cols = grid.shape
     assert len(tiles) == rows * cols == len(grid)
-    assert (tiles.x + grid.tile_size0 <= 2220 + 1e-6).all() and (
-        tiles.y + grid.tile_size0 <= 2967 + 1e-6
-    ).all()
-    # one more column/row would leave the slide
-    assert grid.cell_origin(0, cols)[0] + grid.tile_size0 > 2220
-    assert grid.cell_origin(rows, 0)[1] + grid.tile_size0 > 2967
+    geometry = grid.cell_geometry()
+    assert geometry.edges(cols, axis=1)[-1] >= 2220 > geometry.edges(cols, axis=1)[-2]
+    assert geometry.edges(rows, axis=0)[-1] >= 2967 > geometry.edges(rows, axis=0)[-2]
+    assert (tiles.x < 2220).all() and (tiles.y < 2967).all()
+    assert grid.cell_origin(0, cols - 1)[0] + grid.tile_size0 > 2220  # the last column overhangs
     for k in (0, 17, len(tiles) - 1):
         assert grid.cell_origin(tiles.rows[k], tiles.cols[k]) == pytest.approx((tiles.x[k], tiles.y[k]))
     assert tiles.x[1] - tiles.x[0] == pytest.approx(32 * 0.972 / 0.499)

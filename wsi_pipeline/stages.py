@@ -36,9 +36,11 @@ ProgressFn = Callable[[int, int], None]
 
 def select_tissue_cells(slide: SlideInfo, grid: TileGrid, mask: TissueMask, threshold: float) -> np.ndarray:
     """``(N, 2)`` int64 ``(row, col)`` of the grid cells whose tile is at least ``threshold`` tissue
-    (and not glass only), row-major; :class:`NoTissueError` when there is none."""
+    (and not glass only), row-major; :class:`NoTissueError` when there is none. A tile overhanging
+    the slide's edge is judged by its part inside the slide."""
     tiles = grid.tiles()
-    fractions = mask.tile_fractions(tiles.x, tiles.y, grid.tile_size0, grid.tile_size0)
+    size = grid.tile_size0
+    fractions = mask.tile_fractions(tiles.x, tiles.y, size, size, within_slide=True)
     keep = (fractions >= threshold) & (fractions > 0)
     cells = np.column_stack([tiles.rows[keep], tiles.cols[keep]]).astype(np.int64)
     if len(cells) == 0:
