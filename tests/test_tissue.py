@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from wsi_pipeline.slide import open_slide
-from wsi_pipeline.testing import write_pyramidal_tiff
-from wsi_pipeline.tissue import TissueMask, detect_tissue, tissue_mask_from_rgb
+from wsi_pipeline.errors import SlideTooLargeError
+from wsi_pipeline.testing import write_empty_giant_tiff, write_pyramidal_tiff
+from wsi_pipeline.tissue import TissueMask, TissueParams, detect_tissue, tissue_mask_from_rgb
 
 PINK = (214, 120, 180)
 
@@ -198,3 +200,36 @@ def test_simulated_slides_from_real_patches_have_their_tissue_analysed(
         assert (analysed & placed).sum() / placed.sum() >= 0.97
         assert not (analysed & ~placed).any()  # no glass cell analysed
         assert analysed[truth.plan.tumour].all()
+
+
+def test_giant_slide_without_a_pyramid_is_refused_quickly(tmp_path: Path) -> None:
+    path = write_empty_giant_tiff(tmp_path / "giant.tif", 100_000, 100_000, mpp=0.25)
+    assert path.stat().st_size < 2_000_000
+    t0 = time.perf_counter()
+    with open_slide(path) as reader:
+        assert reader.dimensions == (100_000, 100_000) and reader.level_count == 1
+        with pytest.raises(
+            SlideTooLargeError, match=r"giant\.tif: slide of 100000 x 100000 px has no pyramid"
+        ):
+            detect_tissue(reader, 0.25)
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_thumbnail_read_has_a_time_limit(tmp_path: Path) -> None:
+    path = write_empty_giant_tiff(tmp_path / "big.tif", 30_000, 30_000, mpp=0.25)
+    params = TissueParams(time_limit_s=0.2)  # 0.9 Gpx fits the size guard, not this time limit
+    t0 = time.perf_counter()
+    with open_slide(path) as reader, pytest.raises(SlideTooLargeError, match=r"big\.tif: .*time limit"):
+        detect_tissue(reader, 0.25, params)
+    assert time.perf_counter() - t0 < 10.0
+
+
+def test_mask_comes_from_a_coarser_level_when_the_asked_one_is_too_large(tmp_path: Path) -> None:
+    path, (x0, y0, x1, y1) = _square_slide(tmp_path)  # 2000 x 1600 px, levels 1, 2, 4
+    with open_slide(path) as reader:
+        coarse = detect_tissue(reader, 0.5, TissueParams(mask_mpp=1.0, max_source_px=300_000))
+        with pytest.raises(SlideTooLargeError, match=r"no pyramid level of at most 0\.1 Mpx"):
+            detect_tissue(reader, 0.5, TissueParams(max_source_px=100_000))
+    # asked: 1 um/px from level 1 (1000 x 800 px, too large); got: level 2 (500 x 400 px) as it is
+    assert coarse.scale == pytest.approx(4.0) and coarse.mask.shape == (400, 500)
+    assert coarse.fraction_in(x0 + 64, y0 + 64, 192, 192) == 1.0

@@ -25,7 +25,7 @@ from skimage.filters import gaussian, threshold_otsu
 from skimage.morphology import disk
 
 from wsi_pipeline.slide.base import SlideReader
-from wsi_pipeline.slide.regions import thumbnail
+from wsi_pipeline.slide.regions import source_downsample, thumbnail
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class TissueParams:
     pale_delta: float = 15.0  # grey levels below the glass that make an unsaturated pixel tissue
     texture_level: float = 4.0  # local std (3x3 mask px) of the darkest channel that marks texture
     texture_delta: float = 10.0  # ... for a textured pixel at least this much darker than the glass
+    max_source_px: float = 2.0**30  # largest pyramid level the thumbnail may be read from (~32k^2 px)
+    time_limit_s: float = 300.0  # longest the thumbnail read may take
     closing_um: float = 24.0
     min_object_um2: float = 2000.0
     max_hole_um2: float = 10000.0
@@ -200,14 +202,19 @@ def detect_tissue(
     reader: SlideReader, mpp: float | None = None, params: TissueParams | None = None
 ) -> TissueMask:
     """Tissue mask of a slide from a thumbnail at ``params.mask_mpp`` um/px (``mpp`` = level-0 um/px,
-    or None when unknown: the thumbnail then fits ``max_mask_size / 4``)."""
+    or None when unknown: the thumbnail then fits ``max_mask_size / 4``).
+
+    The thumbnail comes from a pyramid level of at most ``params.max_source_px`` pixels (coarser
+    than asked if need be) within ``params.time_limit_s``; a slide with no such level raises
+    :class:`~wsi_pipeline.errors.SlideTooLargeError` before anything is read."""
     params = params or TissueParams()
     width, height = reader.dimensions
     if mpp:
         downsample = max(params.mask_mpp / mpp, max(width, height) / params.max_mask_size, 1.0)
     else:
         downsample = max(max(width, height) / (params.max_mask_size / 4), 1.0)
-    thumb = thumbnail(reader, downsample=downsample)
+    downsample = source_downsample(reader, downsample, params.max_source_px)
+    thumb = thumbnail(reader, downsample=downsample, time_limit_s=params.time_limit_s)
     scale_x, scale_y = width / thumb.shape[1], height / thumb.shape[0]
     um_per_px = mpp * (scale_x + scale_y) / 2 if mpp else None
     mask, threshold = tissue_mask_from_rgb(thumb, um_per_px, params)
