@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wsi_pipeline.slide import open_slide
 from wsi_pipeline.errors import SlideTooLargeError
+from wsi_pipeline.slide import open_slide
 from wsi_pipeline.testing import write_empty_giant_tiff, write_pyramidal_tiff
 from wsi_pipeline.tissue import TissueMask, TissueParams, detect_tissue, tissue_mask_from_rgb
 

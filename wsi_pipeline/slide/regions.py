@@ -166,7 +166,7 @@ def source_downsample(reader: SlideReader, downsample: float, max_source_px: flo
     sizes = [w * h for w, h in reader.level_dimensions]
     if sizes[reader.best_level_for_downsample(downsample)] <= max_source_px:
         return downsample
-    fits = [ds for size, ds in zip(sizes, reader.level_downsamples) if size <= max_source_px]
+    fits = [ds for size, ds in zip(sizes, reader.level_downsamples, strict=True) if size <= max_source_px]
     if fits:
         return max(downsample, min(fits))
     width, height = reader.dimensions
