@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsi_pipeline.domain import DomainStats
 from wsi_pipeline.errors import ModelConfigError
 from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
 from wsi_pipeline.strict import build_dataclass
@@ -40,6 +41,8 @@ class ModelConfig:
     data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    #: Training patches' stain/texture statistics for the out-of-domain warning (None: no check).
+    domain: DomainStats | None = None
     format_version: int = 1
 
     def __post_init__(self) -> None:
@@ -53,6 +56,8 @@ class ModelConfig:
             raise ModelConfigError("model config: mean and std need 3 values, std > 0")
         if len(self.class_names) != 2:
             raise ModelConfigError("model config: class_names must name 2 classes (normal, tumour)")
+        if self.domain is not None:
+            self.domain = DomainStats.from_dict(self.domain)
 
     @property
     def input_size(self) -> int:
