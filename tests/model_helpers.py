@@ -39,3 +39,20 @@ def save_small_bn_model(
         stain_normalization=stain,
     )
     return save_model(folder, module, config)
+
+
+def save_nan_output_model(folder: Path, patch_size: int = 32, mpp: float = 1.0) -> Path:
+    """A ``tiny_resnet`` whose weights are all finite but whose output is NaN for every patch: one
+    BatchNorm's running variance is negative (``sqrt`` of a negative number), the kind of broken
+    statistics a bad training run or a hand-edited file can leave. Saved with ``save_model``."""
+    import torch
+
+    torch.manual_seed(0)
+    kwargs = {"widths": [4, 8, 8], "dropout": 0.0}
+    module = create_model("tiny_resnet", **kwargs)
+    first_bn = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    first_bn.running_var.fill_(-1.0)
+    config = ModelConfig(
+        architecture="tiny_resnet", arch_kwargs=kwargs, name="nan-out", patch_size=patch_size, mpp=mpp
+    )
+    return save_model(folder, module, config)

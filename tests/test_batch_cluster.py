@@ -204,19 +204,32 @@ def _executing(dask_worker) -> tuple[int, list[str]]:
     return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
 
 
-def _release_fifo(fifo: Path) -> None:
-    """Let a reader blocked in open() on ``fifo`` go on (it then sees an empty file)."""
-    with contextlib.suppress(OSError):
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+@contextlib.contextmanager
+def _held_slide(client, folder: Path, source: Path):
+    """A copy of ``source`` named held.tif whose task waits in every worker until released
+    (:mod:`wsi_pipeline.testing.hold`; a FIFO is refused as a slide). Yields the slide and
+    ``release(fail)``; on exit a task still waiting is released to fail (so an abandoned task writes
+    nothing) and awaited, and the hold is removed."""
+    from wsi_pipeline.testing.hold import hold_slide, unhold_all
 
-
-def _held_slide(folder: Path, source: Path) -> tuple[Path, Path]:
-    """A FIFO named like a slide: a task opening it blocks until we act (replace it or release it)."""
     held = folder / "held.tif"
-    os.mkfifo(held)
-    real = folder.parent / "held_real.tif"
-    shutil.copy(source, real)
-    return held, real
+    shutil.copy(source, held)
+    gate = folder.parent / "release-held"
+    client.run(hold_slide, held.name, str(gate))
+
+    def release(fail: bool = False) -> None:
+        if not gate.exists():
+            gate.write_text("fail" if fail else "")
+
+    try:
+        yield held, release
+    finally:
+        release(fail=True)
+        deadline = time.monotonic() + 60
+        while any(any("-held-" in k for k in keys) for _, keys in client.run(_executing).values()):
+            assert time.monotonic() < deadline, "a held task never ended"
+            time.sleep(0.05)
+        client.run(unhold_all)
 
 
 @pytest.mark.slow  # includes the restart of a worker process
@@ -225,7 +238,8 @@ def test_killed_worker_mid_slide_is_retried_elsewhere(data, cluster, tmp_path):
     client = cluster["client"]
     slide_dir = tmp_path / "slides"
     slide_dir.mkdir()
-    held, real = _held_slide(slide_dir, data["good"][0])
+    stack = contextlib.ExitStack()
+    held, release = stack.enter_context(_held_slide(client, slide_dir, data["good"][0]))
     slides = [held]
     for src in data["good"]:
         slides.append(slide_dir / f"{src.stem}_copy.tif")
@@ -233,26 +247,33 @@ def test_killed_worker_mid_slide_is_retried_elsewhere(data, cluster, tmp_path):
     killed: dict = {}
 
     def killer() -> None:
-        # The task for held.tif blocks inside open(); once a worker is seen executing it, swap the
-        # FIFO for the real slide (the rerun will read that) and kill the worker for real.
+        # The task for held.tif waits before opening the slide; once a worker is seen executing it,
+        # kill that worker for real, then release the hold (the rerun elsewhere goes on).
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for pid, keys in client.run(_executing).values():
                 key = next((k for k in keys if "-held-" in k), None)
                 if key:
-                    os.replace(real, held)
                     os.kill(pid, signal.SIGKILL)
                     killed.update(pid=pid, key=key)
+                    release()  # the rerun on another worker goes on
                     return
             time.sleep(0.02)
-        _release_fifo(held)  # never seen: do not leave the run hanging
+        release()  # never seen: do not leave the run hanging
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     out = tmp_path / "out"
-    report = run_batch(
-        slides, out, OPTIONS, data["model"], scheduler=cluster["address"], progress=False, echo=_echo_to([])
-    )
+    with stack:
+        report = run_batch(
+            slides,
+            out,
+            OPTIONS,
+            data["model"],
+            scheduler=cluster["address"],
+            progress=False,
+            echo=_echo_to([]),
+        )
     thread.join(timeout=5)
     assert killed, "no worker was seen running held.tif"
     with pytest.raises(ProcessLookupError):
@@ -280,7 +301,8 @@ run_batch(sys.argv[4:], sys.argv[1], opts, sys.argv[2], scheduler=sys.argv[3], p
 def test_ctrl_c_leaves_nothing_that_looks_complete_and_resume_finishes(data, cluster, tmp_path):
     slide_dir = tmp_path / "slides"
     slide_dir.mkdir()
-    held, real = _held_slide(slide_dir, data["good"][1])
+    hold = _held_slide(cluster["client"], slide_dir, data["good"][1])
+    held, _ = hold.__enter__()
     slides = [*data["good"], held]
     out = tmp_path / "out"
     args = [str(out), str(data["model"]), cluster["address"], *map(str, slides)]
@@ -302,14 +324,13 @@ def test_ctrl_c_leaves_nothing_that_looks_complete_and_resume_finishes(data, clu
     finally:
         if proc.poll() is None:
             proc.kill()
-        _release_fifo(held)  # free the worker still blocked on the FIFO
+        hold.__exit__(None, None, None)  # the abandoned held.tif task fails, writing nothing
     assert proc.returncode != 0 and "KeyboardInterrupt" in output
     assert not (out / "held").exists() and not (out / "run_summary.csv").exists()
     for entry in out.iterdir():  # whatever looks like a slide folder is complete
         if not entry.name.startswith("."):
             assert sorted(p.name for p in entry.iterdir()) == sorted(OUTPUT_FILES)
 
-    os.replace(real, held)
     lines: list[str] = []
     report = run_batch(
         slides,
@@ -382,3 +403,83 @@ def test_cli_single_slide_stays_in_process(data, tmp_path):
     assert use_dask_batch(one, one, workers=None, scheduler="tcp://h:8786")
     assert use_dask_batch([folder], one, workers=None, scheduler=None)
     assert use_dask_batch(data["good"], data["good"], workers=None, scheduler=None)
+
+
+def test_other_slide_with_the_same_name_or_a_damaged_result_is_redone(data, cluster, tmp_path):
+    """Issue 11 #1 and #4: ``wsi-infer s1 -o R; wsi-infer s2 -o R`` (a different case.tif in each)
+    redoes case from s2; then an emptied Zarr chunk or a 0-byte overlay.png is redone, not skipped."""
+    from click.testing import CliRunner
+
+    from wsi_pipeline.cli.infer import cli
+
+    out = tmp_path / "R"
+    for name, source in (("s1", data["good"][0]), ("s2", data["good"][1])):
+        (tmp_path / name).mkdir()
+        shutil.copy(source, tmp_path / name / "case.tif")
+    common = [
+        "-o",
+        str(out),
+        "--model",
+        str(data["model"]),
+        "--scheduler",
+        cluster["address"],
+        "--no-progress",
+    ]
+    common += ["--num-readers", "1", "--batch-size", "64"]
+
+    def run(folder: str) -> tuple[str, list[dict]]:
+        result = CliRunner().invoke(cli, [str(tmp_path / folder), *common])
+        assert result.exit_code == 0, result.output
+        return result.stdout, read_run_summary_csv(out / "run_summary.csv")
+
+    run("s1")
+    bravo = _summary(data["serial"], "bravo")
+    stdout, rows = run("s2")
+    assert rows[0]["status"] == "done" and "made from another or a changed slide file" in stdout
+    assert float(rows[0]["slide_score"]) == pytest.approx(bravo["slide_score"])
+    assert int(rows[0]["n_tiles_tissue"]) == bravo["n_tiles_tissue"]
+    assert _summary(out, "case")["slide_file"]["path"] == str((tmp_path / "s2" / "case.tif").resolve())
+    np.testing.assert_array_equal(_heatmap(out, "case"), _heatmap(data["serial"], "bravo"))
+    assert run("s2")[1][0]["status"] == "skipped"
+
+    (out / "case" / "heatmap.zarr" / "0" / "0.0").write_bytes(b"")  # a real emptied chunk
+    stdout, rows = run("s2")
+    assert rows[0]["status"] == "done" and "heatmap.zarr/0/0.0 is 0 bytes" in stdout
+    np.testing.assert_array_equal(_heatmap(out, "case"), _heatmap(data["serial"], "bravo"))
+    (out / "case" / "overlay.png").write_bytes(b"")
+    assert run("s2")[1][0]["status"] == "done"
+    assert (out / "case" / "overlay.png").stat().st_size > 0
+    assert _temp_entries(out) == []
+
+
+def test_batch_keeps_a_live_writers_temp_folder(data, cluster, tmp_path):
+    """Issue 11 #3: a batch's clean-up used to delete every temp folder in OUT, a live writer's too
+    (which then failed with FileNotFoundError). A live process's temp folder now survives the run."""
+    out = tmp_path / "R"
+    writer_code = (
+        "import sys; from wsi_pipeline.files import atomic_output_dir\n"
+        "with atomic_output_dir(sys.argv[1], 'zulu') as tmp:\n"
+        "    (tmp / 'tiles.csv').write_text('row,col\\n')\n"
+        "    print('writing', flush=True); sys.stdin.readline()\n"
+        "    (tmp / 'tumor.geojson').write_text('{}')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", writer_code, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        (live,) = _temp_entries(out)
+        kwargs = {"scheduler": cluster["address"], "progress": False, "echo": _echo_to([])}
+        report = run_batch(data["good"][:1], out, OPTIONS, data["model"], **kwargs)
+        assert report.stale_removed == 0 and [r.status for r in report.rows] == ["done"]
+        assert _temp_entries(out) == [live]
+    finally:
+        writer.communicate("go\n", timeout=30)
+    assert writer.returncode == 0
+    assert sorted(p.name for p in (out / "zulu").iterdir()) == ["tiles.csv", "tumor.geojson"]
+    assert _temp_entries(out) == []

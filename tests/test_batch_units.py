@@ -9,13 +9,15 @@ import pytest
 
 from wsi_pipeline.batch.cluster import TORCH_THREADS_ENV, plan_workers
 from wsi_pipeline.batch.report import BatchReport, SlideRow, read_run_summary_csv, write_run_summary
-from wsi_pipeline.batch.resume import clean_stale_temp, is_up_to_date, plan_resume
+from wsi_pipeline.batch.resume import is_up_to_date, plan_resume
 from wsi_pipeline.batch.runner import run_batch
 from wsi_pipeline.devices import parse_device, resolve_device
 from wsi_pipeline.errors import OptionError, one_line
-from wsi_pipeline.files import check_unique_stems
+from wsi_pipeline.files import check_distinct_slides
 from wsi_pipeline.options import InferenceOptions
-from wsi_pipeline.outputs import OUTPUT_NAMES
+from wsi_pipeline.outdir import clean_stale_temp
+from wsi_pipeline.outputs import OUTPUT_NAMES, manifest
+from wsi_pipeline.slide.identity import slide_file_identity
 from wsi_pipeline.testing import sample_summary
 
 
@@ -84,41 +86,48 @@ def test_one_line_keeps_first_line_only():
 
 
 # --- resume ------------------------------------------------------------------------------------
-def _fake_output(folder: Path, params_hash: str, missing: str | None = None) -> Path:
+def _fake_output(folder: Path, params_hash: str, slide: Path, missing: str | None = None) -> Path:
     folder.mkdir(parents=True)
     for name in OUTPUT_NAMES:
-        if name == missing:
+        if name in (missing, "summary.json", "manifest.json"):
             continue
         if name == "heatmap.zarr":
             (folder / name).mkdir()
-        elif name == "summary.json":
-            summary = sample_summary(params_hash=params_hash, slide_score=0.25)
-            (folder / name).write_text(summary.to_json())
+            (folder / name / ".zgroup").write_text("{}")
         else:
             (folder / name).write_text("x")
+    if missing != "summary.json":
+        identity = slide_file_identity(slide) if slide.exists() else None
+        summary = sample_summary(params_hash=params_hash, slide_score=0.25, slide_file=identity)
+        (folder / "summary.json").write_text(summary.to_json())
+    manifest.write(folder)
     return folder
 
 
 def test_resume_keeps_only_complete_outputs_with_the_same_params(tmp_path):
     out = tmp_path / "out"
     h0, h1 = "0" * 64, "1" * 64
-    _fake_output(out / "same", h1)
-    _fake_output(out / "other_params", h0)
-    _fake_output(out / "no_overlay", h1, missing="overlay.png")
-    _fake_output(out / "no_summary", h1, missing="summary.json")
+    names = ("same", "other_params", "no_overlay", "no_summary", "bad_json", "new")
+    slides = [tmp_path / "slides" / f"{n}.tif" for n in names]
+    slides[0].parent.mkdir()
+    for slide in slides:
+        slide.write_bytes(slide.stem.encode() * 100)
+    _fake_output(out / "same", h1, slides[0])
+    _fake_output(out / "other_params", h0, slides[1])
+    _fake_output(out / "no_overlay", h1, slides[2], missing="overlay.png")
+    _fake_output(out / "no_summary", h1, slides[3], missing="summary.json")
     (out / "bad_json").mkdir()
     for name in OUTPUT_NAMES:
         (out / "bad_json" / name).write_text("{not json")
-    slides = [
-        Path(f"/slides/{n}.tif")
-        for n in ("same", "other_params", "no_overlay", "no_summary", "bad_json", "new")
-    ]
     plan = plan_resume(slides, out, h1)
-    assert list(plan.skipped) == [Path("/slides/same.tif")]
-    assert plan.skipped[Path("/slides/same.tif")].slide_score == 0.25
+    assert list(plan.skipped) == [slides[0]]
+    assert plan.skipped[slides[0]].slide_score == 0.25
     assert [p.stem for p in plan.todo] == ["other_params", "no_overlay", "no_summary", "bad_json", "new"]
+    assert sorted(p.stem for p in plan.redo) == ["bad_json", "no_overlay", "no_summary", "other_params"]
+    assert plan.redo[slides[2]] == "overlay.png missing"
     assert plan_resume(slides, out, h1, resume=False).skipped == {}
-    assert is_up_to_date(out / "same", "") is None  # an empty hash never matches
+    assert is_up_to_date(out / "same", "", slide_file_identity(slides[0])) is None  # empty hash: no match
+    assert is_up_to_date(out / "same", h1, slide_file_identity(slides[1])) is None  # another slide
 
 
 def test_clean_stale_temp_removes_only_temp_entries(tmp_path):
@@ -135,13 +144,35 @@ def test_clean_stale_temp_removes_only_temp_entries(tmp_path):
 
 
 def test_two_slides_with_one_stem_are_refused(tmp_path):
-    check_unique_stems([Path("x/a.tif"), Path("x/b.tif")])
+    check_distinct_slides([Path("x/a.tif"), Path("x/b.tif")])
     with pytest.raises(OptionError, match="same name"):
-        check_unique_stems([Path("x/a.tif"), Path("y/a.svs")])
+        check_distinct_slides([Path("x/a.tif"), Path("y/a.svs")])
     with pytest.raises(OptionError, match="no slides"):
         run_batch([], tmp_path / "out")
     with pytest.raises(OptionError, match="--workers"):
         run_batch([tmp_path / "a.tif"], tmp_path / "out", workers=2, scheduler="tcp://127.0.0.1:8786")
+
+
+def test_one_slide_file_given_twice_is_refused(tmp_path):
+    """Issue 11 #3: the same slide twice would run twice at once into one folder."""
+    folder = tmp_path / "s"
+    folder.mkdir()
+    slide = folder / "case.tif"
+    slide.write_bytes(b"x")
+    (tmp_path / "link.svs").symlink_to(slide)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "case.tif").symlink_to(slide)
+    with pytest.raises(OptionError, match=r"case.tif: given twice"):
+        check_distinct_slides([slide, Path(f"{folder}/./case.tif")])  # folder + file: two spellings
+    with pytest.raises(OptionError, match=r"link.svs: the same file as .*case.tif"):
+        check_distinct_slides([slide, tmp_path / "link.svs"])  # another name, same file
+    with pytest.raises(OptionError, match="the same file as"):
+        check_distinct_slides([slide, tmp_path / "other" / "case.tif"])
+    with pytest.raises(OptionError, match="given twice"):
+        check_distinct_slides([tmp_path / "missing.tif", tmp_path / "missing.tif"])
+    with pytest.raises(OptionError, match="given twice"):
+        run_batch([slide, slide], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused up front
 
 
 def test_device_is_checked_before_any_cluster_starts(tmp_path):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from click.testing import CliRunner
 
 from wsi_pipeline.cli.infer import cli, expand_slide_paths
 from wsi_pipeline.errors import OptionError, one_line_error
+from wsi_pipeline.outdir import LOCK_NAME
 from wsi_pipeline.outputs import OUTPUT_FILES
 from wsi_pipeline.testing import save_probe_model, write_pyramidal_tiff
 
@@ -93,7 +97,8 @@ def test_batch_with_bad_slides_runs_the_good_ones(tmp_path, slides, probe_dir):
     ]
     result = CliRunner().invoke(cli, [*args, "-o", str(out), "--model", str(probe_dir), "--no-progress"])
     assert result.exit_code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["good", "run_summary.csv", "run_summary.json", "second"]
+    listed = sorted(p.name for p in out.iterdir())
+    assert listed == [LOCK_NAME, "good", "run_summary.csv", "run_summary.json", "second"]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 4, result.stderr
     expected = {
@@ -118,7 +123,7 @@ def test_directory_input_picks_slide_files_by_extension(tmp_path, slides, probe_
         cli, [str(slides["root"]), "-o", str(tmp_path / "o"), "--model", str(probe_dir)]
     )
     assert result.exit_code == 1
-    batch_outputs = ["good", "run_summary.csv", "run_summary.json", "second"]  # several slides: Dask batch
+    batch_outputs = [LOCK_NAME, "good", "run_summary.csv", "run_summary.json", "second"]  # Dask batch
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == batch_outputs
 
 
@@ -159,10 +164,17 @@ def test_no_slides_is_a_usage_error():
     assert result.exit_code == 2 and "SLIDES" in result.output
 
 
+_MAIN = "import wsi_pipeline.testing; from wsi_pipeline.cli.infer import main; main()"  # + the probe
+
+
 def _run_main(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    code = "import wsi_pipeline.testing; from wsi_pipeline.cli.infer import main; main()"  # + the probe
     return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=300, check=False
+        [sys.executable, "-c", _MAIN, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        check=False,
     )
 
 
@@ -273,6 +285,112 @@ def test_demo_command_runs_on_cached_slide(tmp_path, slides, probe_dir, monkeypa
     assert result.exit_code == 0, result.output
     assert "slide score" in result.output and str((out / "CMU-1-Small-Region").resolve()) in result.output
     assert (out / "CMU-1-Small-Region" / "heatmap.zarr").is_dir()
+
+
+# --- one run per output folder, checked before the slide is analysed (issue 11 #3, #8) -------------
+_HOLD_LOCK = (
+    "import sys; from wsi_pipeline.outdir import output_folder_lock\n"
+    "with output_folder_lock(sys.argv[1]):\n    print('locked', flush=True); sys.stdin.readline()\n"
+)
+
+
+def test_unwritable_output_folder_is_reported_before_the_slide_is_read(tmp_path, slides, probe_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    # the slide is not even a TIFF: the output folder's error comes first
+    done = _run_main([str(slides["text"]), "--model", str(probe_dir), "-o", str(blocker / "out")], tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"error: {blocker / 'out'}: cannot create output folder: Not a directory"
+
+
+def test_concurrent_run_on_one_output_folder_is_refused_then_waits(tmp_path, slides, probe_dir):
+    out = tmp_path / "R"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        args = [str(slides["good"]), "--model", str(probe_dir), "-o", str(out), "--no-progress"]
+        done = _run_main(args, tmp_path)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1
+        assert done.stderr.startswith(
+            f"error: {out}: output folder in use by another run (pid {holder.pid} on "
+        )
+        assert "--wait" in done.stderr and not (out / "good").exists()
+        # --wait: a second real run blocks until the first ends, then finishes
+        err = tmp_path / "waiting.err"
+        with err.open("w") as err_fh:
+            waiting = subprocess.Popen(
+                [sys.executable, "-c", _MAIN, *args, "--wait"],
+                stdout=subprocess.PIPE, stderr=err_fh, text=True, cwd=tmp_path,
+            )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "Waiting for the other run" not in err.read_text():
+            time.sleep(0.1)
+        assert f"Waiting for the other run on {out} to finish (pid {holder.pid} on" in err.read_text()
+        assert waiting.poll() is None and not (out / "good").exists()  # still waiting
+    finally:
+        holder.communicate("go\n", timeout=30)
+    stdout, _ = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, err.read_text()
+    assert (out / "good" / "manifest.json").is_file() and "1 of 1 slide(s) done" in stdout
+
+
+def test_sigkilled_single_slide_run_leaves_a_temp_folder_the_next_run_removes(tmp_path, slides, probe_dir):
+    out = tmp_path / "R"
+    kill_mid_write = (
+        "import os, signal, sys; from wsi_pipeline.files import atomic_output_dir\n"
+        "with atomic_output_dir(sys.argv[1], 'good') as tmp:\n"
+        "    (tmp / 'tiles.csv').write_text('row,col\\n1,')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.run([sys.executable, "-c", kill_mid_write, str(out)], env=env, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = [p.name for p in out.iterdir() if ".tmp" in p.name]
+    assert left.startswith(".good.tmp-")
+    result = _invoke([str(slides["good"]), "-o", str(out), "--model", str(probe_dir), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "good"]
+    assert sorted(p.name for p in (out / "good").iterdir()) == sorted(OUTPUT_FILES)
+
+
+def test_one_slide_given_as_folder_and_file_is_refused(tmp_path, slides, probe_dir):
+    folder = tmp_path / "s1"
+    folder.mkdir()
+    (folder / "case.tif").write_bytes(slides["good"].read_bytes())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [str(folder), str(folder / "case.tif"), "-o", str(out)])
+    assert result.exit_code == 1 and "case.tif: given twice" in str(result.exception)
+    assert not out.exists()
+
+
+def test_real_sigkill_mid_write_then_rerun_cleans_and_finishes(tmp_path, shared_data):
+    """Issue 11 #8 end to end: SIGKILL a real single-slide ``wsi-infer`` while it writes its outputs."""
+    slide = shared_data / "slides" / "cmu1_small_region.svs"
+    model = save_probe_model(tmp_path / "probe", patch_size=32, mpp=0.5)  # ~2400 tiles: a slow write
+    out = tmp_path / "R"
+    args = [str(slide), "-o", str(out), "--model", str(model), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-c", _MAIN, *args], cwd=tmp_path, stderr=subprocess.DEVNULL)
+    temp: list[Path] = []
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and not temp and time.monotonic() < deadline:
+        if out.is_dir():
+            temp = [p for p in out.iterdir() if p.name.startswith(f".{slide.stem}.tmp-") and p.is_dir()]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and temp and temp[0].is_dir()  # killed while writing
+    assert not (out / slide.stem).exists()
+    done = _run_main(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, slide.stem]
+    assert sorted(p.name for p in (out / slide.stem).iterdir()) == sorted(OUTPUT_FILES)
 
 
 def test_giant_slide_without_a_pyramid_is_one_line_error_quickly(tmp_path, probe_dir):

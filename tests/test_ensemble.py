@@ -84,3 +84,23 @@ def test_validation_indices_check_the_recorded_data() -> None:
         validation_indices({"n": 41, "split": split}, labels)
     with pytest.raises(ModelError, match="no stratified validation split"):
         validation_indices({"n": 40}, labels)
+
+
+def test_ensemble_dense_map_is_mean_of_member_maps() -> None:
+    from wsi_pipeline.models import create_model
+    from wsi_pipeline.models.ensemble import MeanLogitEnsemble
+
+    torch.manual_seed(0)
+    members = [create_model("dense_cnn", widths=(8, 8, 8, 8, 8)).eval() for _ in range(2)]
+    pair = MeanLogitEnsemble(members).eval()
+    assert (pair.dense_tile, pair.dense_stride) == (members[0].dense_tile, members[0].dense_stride)
+    x = torch.rand(1, 3, 96 + 16, 96 + 32)
+    with torch.no_grad():
+        maps = [m.dense(x) for m in members]
+        dense = pair.dense(x)
+    assert dense.shape == (1, 1, 2, 3) and (maps[0] - maps[1]).abs().max() > 1e-4
+    torch.testing.assert_close(dense, (maps[0] + maps[1]) / 2)
+    mixed = MeanLogitEnsemble([members[0], create_model("tiny_resnet", widths=(8, 8))])
+    assert not hasattr(mixed, "dense_tile")
+    with pytest.raises(AttributeError, match="TinyResNet has no dense"):
+        mixed.dense(x)

@@ -140,6 +140,7 @@ def test_resume_wants_the_outputs_the_options_ask_for(leica_result, tmp_path):
         "tumor.geojson",
         "tiles.geojson.gz",
         "overlay.png",
+        "manifest.json",
     ):
         (tmp_path / "slide" / name).write_text("x")
     assert has_outputs(tmp_path / "slide", InferenceOptions(viewer=False))

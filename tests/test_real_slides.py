@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from wsi_pipeline.cli.infer import cli
 from wsi_pipeline.errors import NoTissueError, SlideOpenError, SlideReadError, UnknownMppError
 from wsi_pipeline.options import InferenceOptions
+from wsi_pipeline.outdir import LOCK_NAME
 from wsi_pipeline.outputs import OUTPUT_FILES, read_heatmap_zarr
 from wsi_pipeline.pcam import PCAM_MPP
 from wsi_pipeline.pipeline import run_slide
@@ -104,7 +105,7 @@ def test_tcga_needs_mpp(slides_dir, probe_dir, tmp_path):
     assert result.exit_code == 1
     error = result.stderr.strip()
     assert error.count("\n") == 0 and tcga.name in error and "--mpp" in error
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_NAME]
     ok = CliRunner().invoke(
         cli, [str(tcga), "-o", str(tmp_path), "--model", str(probe_dir), "--mpp", "0.5", "--no-progress"]
     )
@@ -142,7 +143,7 @@ def test_broken_folder_via_cli_one_line_each(slides_dir, probe_dir, tmp_path):
     for line, name in zip(errors, sorted(BROKEN), strict=True):
         assert line.startswith("error: ") and name in line
     # no slide folder at all, not even a temporary one; only the run summary that records the failures
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run_summary.csv", "run_summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "run_summary.csv", "run_summary.json"]
     rows = list(csv.DictReader((tmp_path / "run_summary.csv").open()))
     assert sorted(row["status"] for row in rows) == ["failed"] * len(BROKEN)
 
@@ -158,6 +159,7 @@ def test_batch_of_good_and_bad_runs_the_good(slides_dir, probe_dir, tmp_path):
     result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path), "--model", str(probe_dir), "--no-progress"])
     assert result.exit_code == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        LOCK_NAME,
         "cmu1_small_region",
         "os1_detail.ome",
         "run_summary.csv",

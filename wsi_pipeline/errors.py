@@ -53,6 +53,11 @@ class UnknownArchitectureError(ModelError):
     """The architecture name is not in the model registry."""
 
 
+class NonFiniteOutputError(ModelError):
+    """A model gave NaN or infinite outputs (or holds NaN/infinite weights): its results are not
+    "no tumour" but no results at all."""
+
+
 # --- datasets ---------------------------------------------------------------
 class DatasetError(WsiPipelineError):
     """A patch dataset is missing, malformed or inconsistent."""

@@ -1,9 +1,10 @@
 """Ground-floor file helpers: atomic output folders and files, JSON-safe values, the umask.
 
-``atomic_output_dir(out_root, name)`` yields a hidden ``out_root/.<name>.tmp-XXXX`` folder that is
-renamed to ``out_root/name`` only when the block succeeds, so an interrupted run never leaves a folder
-that looks finished and an older complete result is replaced only at the very end. Slide outputs,
-saved models and run summaries all go through these helpers.
+``atomic_output_dir(out_root, name)`` yields a hidden ``out_root/.<name>.tmp-<owner>.XXXX`` folder
+that is renamed to ``out_root/name`` only when the block succeeds, so an interrupted run never leaves a
+folder that looks finished and an older complete result is replaced only at the very end. Slide
+outputs, saved models and run summaries all go through these helpers. Temporary names record their
+owner process (:mod:`wsi_pipeline.temp_owner`) so that a clean-up removes only those of dead runs.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from wsi_pipeline.errors import OptionError, OutputError
+from wsi_pipeline.temp_owner import TEMP_MARKER, owner_tag
 
 #: A value that ``json.dumps`` writes as is.
 JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
 JsonDict = dict[str, JsonValue]
 
-#: Name marker of in-progress folders (``.<name>.tmp-XXXX``); batch clean-up relies on it.
-TEMP_MARKER = ".tmp"
+_NAME_MAX = 255  # bytes in one file name (ext4, xfs, NFS, ...)
+_RANDOM = 8  # characters tempfile adds
 
 
 def slide_out_dir(out_root: Path, slide: Path) -> Path:
@@ -33,13 +35,48 @@ def slide_out_dir(out_root: Path, slide: Path) -> Path:
     return Path(out_root) / Path(slide).stem
 
 
-def check_unique_stems(slides: Sequence[Path]) -> None:
-    """Two slides with the same stem would write the same ``OUT/<stem>`` folder."""
-    seen: dict[str, Path] = {}
-    for slide in slides:
-        other = seen.setdefault(slide.stem, slide)
-        if other != slide:
+def check_distinct_slides(slides: Sequence[Path]) -> None:
+    """Refuse, before any work, slides that would write the same ``OUT/<stem>`` folder (two slides
+    with one stem) and one slide file given twice (same path, a symlink to it, a folder and a file in
+    it): :class:`OptionError` naming both."""
+    by_stem: dict[str, Path] = {}
+    by_file: dict[object, Path] = {}
+    for slide in map(Path, slides):
+        key = _file_key(slide)
+        if key in by_file:
+            other = by_file[key]
+            same = os.path.abspath(other) == os.path.abspath(slide)
+            raise OptionError(f"{slide}: given twice" if same else f"{slide}: the same file as {other}")
+        by_file[key] = slide
+        other = by_stem.setdefault(slide.stem, slide)
+        if other is not slide:
             raise OptionError(f"{slide}: same name as {other}; both would write to OUT/{slide.stem}")
+
+
+def _file_key(path: Path) -> object:
+    """What makes two paths one file: device + inode (links followed), else the absolute path."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return os.path.abspath(path)
+    return (st.st_dev, st.st_ino)
+
+
+def ensure_writable_dir(folder: Path) -> Path:
+    """Create ``folder`` (and parents) and check a file can be made in it, before any slow work;
+    :class:`OutputError` otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot create output folder: {exc.strerror or exc}") from exc
+    try:
+        fd, probe = tempfile.mkstemp(prefix=_temp_prefix("write-check"), dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write to output folder: {exc.strerror or exc}") from exc
+    return folder
 
 
 @contextmanager
@@ -52,7 +89,7 @@ def atomic_output_dir(out_root: Path, name: str) -> Iterator[Path]:
     out_root = Path(out_root)
     try:
         out_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}{TEMP_MARKER}-", dir=out_root))
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(name), dir=out_root))
         tmp.chmod(0o777 & ~process_umask())  # mkdtemp makes 0700; results should look like any folder
     except OSError as exc:
         raise OutputError(f"{out_root}: cannot create output folder: {exc.strerror or exc}") from exc
@@ -62,6 +99,15 @@ def atomic_output_dir(out_root: Path, name: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _temp_prefix(name: str, kind: str = "") -> str:
+    """``.<name>.tmp[-old]-<pid>-<start>-<host>.``; mkdtemp/mkstemp add the random part. A long
+    ``name`` is shortened so that the whole name stays within the usual 255-byte limit."""
+    rest = f"{TEMP_MARKER}{kind}-{owner_tag()}."
+    room = max(1, _NAME_MAX - len(rest.encode()) - 1 - _RANDOM)
+    short = name.encode()[:room].decode(errors="ignore")
+    return f".{short}{rest}"
 
 
 def process_umask() -> int:
@@ -82,7 +128,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         if final.is_symlink() or final.is_file():
             raise OutputError(f"{final}: exists and is not a folder; not replacing it")
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}{TEMP_MARKER}-old-", dir=final.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(final.name, "-old"), dir=final.parent))
             os.replace(final, old / final.name)
         os.replace(tmp, final)
     except OSError as exc:
@@ -103,7 +149,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
         with os.fdopen(fd, "w", newline="") as fh:
             fh.write(text)
             fh.flush()

@@ -10,19 +10,23 @@ any bad input.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from wsi_pipeline.devices import resolve_device
-from wsi_pipeline.files import atomic_output_dir, slide_out_dir
+from wsi_pipeline.errors import OutputError
+from wsi_pipeline.files import atomic_output_dir, ensure_writable_dir, slide_out_dir
+from wsi_pipeline.models.finite import check_finite_outputs
 from wsi_pipeline.models.io import LoadedModel, load_model
 from wsi_pipeline.options import InferenceOptions
 from wsi_pipeline.outputs import write_outputs
 from wsi_pipeline.outputs.overlay import thumbnail_size
 from wsi_pipeline.result import SlideResult
 from wsi_pipeline.slide import describe_slide, open_slide, thumbnail
+from wsi_pipeline.slide.identity import slide_file_identity
 from wsi_pipeline.stages import (
     ProgressFn,
     aggregate_scores,
@@ -57,8 +61,10 @@ def run_slide(
     ``model`` is a :class:`~wsi_pipeline.models.io.LoadedModel` (``None``: the shipped default).
     Raises :class:`~wsi_pipeline.errors.SlideOpenError`, :class:`~wsi_pipeline.errors.UnknownMppError`,
     :class:`~wsi_pipeline.errors.NoTissueError`, :class:`~wsi_pipeline.errors.SlideReadError`,
-    :class:`~wsi_pipeline.errors.OptionError` or :class:`~wsi_pipeline.errors.OutputError`, each
-    naming the slide; on failure nothing finished-looking is left.
+    :class:`~wsi_pipeline.errors.NonFiniteOutputError`, :class:`~wsi_pipeline.errors.OptionError` or
+    :class:`~wsi_pipeline.errors.OutputError` (disk full included), each naming the slide; on
+    failure nothing finished-looking is left. ``out_root`` is checked writable before the slide is
+    analysed; the summary records the slide file's identity (``slide_file``).
     """
     started = time.perf_counter()
     slide_path, out_root = Path(slide_path), Path(out_root)
@@ -67,9 +73,11 @@ def run_slide(
     if model is None:
         model = load_model(None, device=device)
     times: dict[str, float] = {}
+    ensure_writable_dir(out_root)
 
     t0 = time.perf_counter()
     with open_slide(slide_path) as reader:
+        slide_file = slide_file_identity(slide_path)  # of the file just opened (a regular file)
         slide = describe_slide(reader, options.mpp)
         grid = plan_grid(slide, model.config.patch_size, model.config.mpp, options.stride)
         times["open_s"] = time.perf_counter() - t0
@@ -78,6 +86,7 @@ def run_slide(
             cells = select_tissue_cells(slide, grid, mask, options.tissue_threshold)
             warnings = domain_warnings(reader, grid, cells, model)
         scores = score_tiles(reader, grid, cells, model, device, options, progress)
+        check_finite_outputs(scores.probs, str(slide.shown_path), "tiles")  # NaN is not "no tumour"
         with _timed(times, "thumbnail_s"):
             thumb = thumbnail(reader, max_size=thumbnail_size(slide.dimensions))
     with _timed(times, "aggregate_s"):
@@ -86,8 +95,15 @@ def run_slide(
     stats = scores.stats
     timings = Timings(**times, read_s=stats.read_s, infer_s=stats.infer_s, wait_s=stats.wait_s)
     summary = summarise(slide, grid, mask, scores, slide_aggregate, model, options, timings, warnings)
+    summary = dataclasses.replace(summary, slide_file=slide_file)
     out_dir = slide_out_dir(out_root, slide_path)
     result = SlideResult(slide_path, out_dir, summary, grid, scores, heatmap, slide_aggregate, thumb)
-    with atomic_output_dir(out_root, out_dir.name) as tmp:
-        result = write_outputs(tmp, result, started)
+    try:
+        with atomic_output_dir(out_root, out_dir.name) as tmp:
+            result = write_outputs(tmp, result, started)
+    except OSError as exc:  # disk full, quota, permission: one line naming the slide
+        where = f" ({Path(exc.filename).name})" if exc.filename else ""
+        raise OutputError(
+            f"{slide.shown_path}: cannot write outputs to {out_dir}: {exc.strerror or exc}{where}"
+        ) from exc
     return result

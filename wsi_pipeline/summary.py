@@ -19,6 +19,7 @@ from wsi_pipeline.errors import OptionError
 from wsi_pipeline.files import JsonDict, json_safe
 from wsi_pipeline.inference.scores import InferenceStats
 from wsi_pipeline.options import InferenceOptions
+from wsi_pipeline.slide.identity import SlideFile
 from wsi_pipeline.slide.info import SlideInfo
 from wsi_pipeline.tiling import GridDescription
 
@@ -86,6 +87,8 @@ class SlideSummary:
     mask_shape: tuple[int, int]
     outputs: tuple[str, ...] = ()
     timings: Timings = field(default_factory=Timings)
+    #: The slide file analysed (path, size, mtime, content digest): with ``params_hash`` the resume key.
+    slide_file: SlideFile | None = None
     #: Cautions about the result, e.g. the out-of-domain warning (:mod:`wsi_pipeline.domain`).
     warnings: tuple[str, ...] = ()
 
@@ -153,6 +156,7 @@ class SlideSummary:
             "level": grid.level,
             "level_downsample": grid.level_downsample,
             "slide_info": _slide_info_json(self.slide_info),
+            "slide_file": None if self.slide_file is None else json_safe(self.slide_file.to_dict()),
             "tiles": {
                 "size_model_px": grid.tile_size_model_px,
                 "size_level0_px": grid.tile_size_level0_px,
@@ -265,6 +269,7 @@ def _from_dict(data: dict[str, Any]) -> SlideSummary:
         mask_shape=tuple(tissue["mask_shape"]),
         outputs=tuple(data["outputs"]),
         timings=Timings(**timings),
+        slide_file=None if data["slide_file"] is None else SlideFile.from_dict(data["slide_file"]),
     )
     if json_safe(summary.to_dict()) != data:
         raise ValueError("fields or values differ from what this version writes")

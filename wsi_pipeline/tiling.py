@@ -122,6 +122,16 @@ class GridDescription:
             raise ValueError(f"grid description: shape, level >= 0 and sizes > 0 expected, got {self}")
 
 
+def check_stride(stride: int | None, patch_size: int) -> None:
+    """A stride up to the tile size: a larger one leaves gaps between tiles that the heatmap cells
+    (stride-sized footprints) would still claim, so regions would reach where no tile looked."""
+    if stride is not None and stride > patch_size:
+        raise OptionError(
+            f"--stride {stride} is larger than the model's {patch_size} px tile; tiles would leave "
+            f"gaps (use at most {patch_size})"
+        )
+
+
 @dataclass(frozen=True)
 class TileGrid:
     """Regular grid of model tiles over a slide and the pyramid level to read them from (see the
@@ -148,6 +158,7 @@ class TileGrid:
                 raise OptionError(f"{name} must be a positive number, got {value!r}")
         if int(self.stride) != self.stride:
             raise OptionError(f"stride must be a whole number of model pixels, got {self.stride!r}")
+        check_stride(int(self.stride), int(self.patch_size))
         if self.level < 0 or not self.level_downsample > 0:
             raise ValueError(f"level must be >= 0 with a positive downsample, got {self.level}")
 

@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING
 
 from wsi_pipeline.batch.cluster import DEFAULT_ALLOWED_FAILURES, open_client, plan_workers
 from wsi_pipeline.batch.report import BatchReport, SlideRow, write_run_summary
-from wsi_pipeline.batch.resume import clean_stale_temp, plan_resume
+from wsi_pipeline.batch.resume import ResumePlan, plan_resume
 from wsi_pipeline.batch.worker import process_slide
 from wsi_pipeline.devices import resolve_device
-from wsi_pipeline.errors import OptionError, OutputError, one_line
-from wsi_pipeline.files import check_unique_stems
+from wsi_pipeline.errors import OptionError, one_line
+from wsi_pipeline.files import check_distinct_slides
 from wsi_pipeline.models.io import load_model, model_folder
 from wsi_pipeline.options import InferenceOptions, params_hash
+from wsi_pipeline.outdir import clean_stale_temp, output_folder_lock
+from wsi_pipeline.tiling import check_stride
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -88,6 +90,12 @@ def _submit_and_gather(
     return rows
 
 
+def _redo_note(plan: ResumePlan) -> str:
+    shown = [f"{slide.stem} ({why})" for slide, why in list(plan.redo.items())[:3]]
+    more = f", ... ({len(plan.redo) - 3} more)" if len(plan.redo) > 3 else ""
+    return f"Redoing {len(plan.redo)} slide(s) whose earlier result does not match: {', '.join(shown)}{more}."
+
+
 def run_batch(
     slides: Sequence[str | Path],
     out_root: str | Path,
@@ -97,6 +105,7 @@ def run_batch(
     scheduler: str | None = None,
     *,
     resume: bool = True,
+    wait: bool = False,
     progress: bool = True,
     allowed_failures: int = DEFAULT_ALLOWED_FAILURES,
     connect_timeout: float = 30.0,
@@ -106,12 +115,13 @@ def run_batch(
     """Process ``slides`` into ``out_root`` on a Dask cluster, one task per slide.
 
     Starts a local cluster of worker processes (``workers`` CPU workers, or one per GPU) unless
-    ``scheduler`` gives the address of a running one. Slides whose outputs are complete and made
-    with the same model and parameters are skipped (``resume``). A bad slide fails alone and is
-    recorded; a worker that dies mid-slide gets that slide rerun elsewhere. Writes
-    ``run_summary.csv``/``.json`` into ``out_root`` and returns the report. Progress goes to
-    ``echo``, one ``error: ...`` line per failed slide and one ``warning: ...`` line per slide warning
-    to ``echo_err`` (default: stderr).
+    ``scheduler`` gives the address of a running one. Holds ``out_root``'s lock for the whole run
+    (another run on it: :class:`OutputError`, or wait for it with ``wait``). Slides whose outputs are
+    complete, intact and made from the same slide file with the same model and parameters are
+    skipped (``resume``). A bad slide fails alone and is recorded; a worker that dies mid-slide gets
+    that slide rerun elsewhere. Writes ``run_summary.csv``/``.json`` into ``out_root`` and returns
+    the report. Progress goes to ``echo``, one ``error: ...`` line per failed slide and one
+    ``warning: ...`` line per slide warning to ``echo_err`` (default: stderr).
     """
     started = time.perf_counter()
     options = options or InferenceOptions()
@@ -124,51 +134,53 @@ def run_batch(
     slide_paths = [Path(s) for s in slides]
     if not slide_paths:
         raise OptionError("no slides to process")
-    check_unique_stems(slide_paths)
-    out_root = Path(out_root)
-    try:
-        out_root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{out_root}: cannot create output folder: {exc}") from exc
+    check_distinct_slides(slide_paths)
+    with output_folder_lock(out_root, wait=wait, echo=echo) as out_dir:
+        model_dir = resolve_model_path(model_path)
+        model = load_model(model_dir, device="cpu")
+        check_stride(options.stride, model.config.patch_size)  # once, not once per slide
+        run_hash = params_hash(model, options)
+        stale = clean_stale_temp(out_dir)
+        if stale:
+            echo(f"Removed {len(stale)} stale temporary folder(s) left by an earlier interrupted run.")
+        plan = plan_resume(slide_paths, out_dir, run_hash, resume=resume, options=options)
+        if plan.skipped:
+            n = len(plan.skipped)
+            echo(f"Skipped {n} slide(s) already done from the same files, model and parameters.")
+        if plan.redo:
+            echo(_redo_note(plan))
 
-    model_dir = resolve_model_path(model_path)
-    run_hash = params_hash(load_model(model_dir, device="cpu"), options)
-    stale = clean_stale_temp(out_root)
-    if stale:
-        echo(f"Removed {len(stale)} stale temporary folder(s) left by an earlier interrupted run.")
-    plan = plan_resume(slide_paths, out_root, run_hash, resume=resume, options=options)
-    if plan.skipped:
-        echo(f"Skipped {len(plan.skipped)} slide(s) already done with the same model and parameters.")
-
-    report = BatchReport(out_root=out_root, params_hash=run_hash, stale_removed=len(stale))
-    rows: dict[Path, SlideRow] = {}
-    for slide, summary in plan.skipped.items():
-        rows[slide] = SlideRow(
-            slide=str(slide),
-            status="skipped",
-            slide_score=summary.slide_score,
-            n_tiles_tissue=summary.n_tiles_tissue,
-            seconds=0.0,
-            warnings=summary.warnings,
-        )
-    if plan.todo:
-        local_plan = None if scheduler else plan_workers(workers, options.device)
-        with open_client(
-            scheduler,
-            local_plan,
-            allowed_failures=allowed_failures,
-            connect_timeout=connect_timeout,
-            echo=echo,
-        ) as client:
-            report.n_workers = len(client.scheduler_info()["workers"])
-            torch_threads = local_plan.torch_threads if local_plan else None
-            rows.update(
-                _submit_and_gather(client, plan.todo, out_root, options, model_dir, torch_threads, progress)
+        report = BatchReport(out_root=out_dir, params_hash=run_hash, stale_removed=len(stale))
+        rows: dict[Path, SlideRow] = {}
+        for slide, summary in plan.skipped.items():
+            rows[slide] = SlideRow(
+                slide=str(slide),
+                status="skipped",
+                slide_score=summary.slide_score,
+                n_tiles_tissue=summary.n_tiles_tissue,
+                seconds=0.0,
+                warnings=summary.warnings,
             )
-        clean_stale_temp(out_root)  # temp folders of workers killed mid-slide during this run
-    report.rows = [rows[slide] for slide in slide_paths]
-    report.wall_seconds = time.perf_counter() - started
-    write_run_summary(report)
+        if plan.todo:
+            local_plan = None if scheduler else plan_workers(workers, options.device)
+            with open_client(
+                scheduler,
+                local_plan,
+                allowed_failures=allowed_failures,
+                connect_timeout=connect_timeout,
+                echo=echo,
+            ) as client:
+                report.n_workers = len(client.scheduler_info()["workers"])
+                torch_threads = local_plan.torch_threads if local_plan else None
+                rows.update(
+                    _submit_and_gather(
+                        client, plan.todo, out_dir, options, model_dir, torch_threads, progress
+                    )
+                )
+            clean_stale_temp(out_dir)  # temp folders of workers killed mid-slide during this run
+        report.rows = [rows[slide] for slide in slide_paths]
+        report.wall_seconds = time.perf_counter() - started
+        write_run_summary(report)
     echo(report.one_line() + f"; summary: {report.csv_path}")
     echo_err = echo_err or (lambda text: print(text, file=sys.stderr))
     for row in report.rows:

@@ -32,13 +32,15 @@ def demo_command(out_root: Path, model_path: Path | None, device: str) -> None:
     from wsi_pipeline.cli.infer import load_inference_model
     from wsi_pipeline.demo import fetch_demo_slide
     from wsi_pipeline.options import InferenceOptions
+    from wsi_pipeline.outdir import output_folder_lock
     from wsi_pipeline.pipeline import run_slide
 
     options = InferenceOptions(device=device)
     model = load_inference_model(model_path, device)
     slide = fetch_demo_slide()
     click.echo(f"demo slide: {slide}")
-    result = run_slide(slide, out_root, options, model)
+    with output_folder_lock(out_root) as out_dir:
+        result = run_slide(slide, out_dir, options, model)
     s = result.summary
     click.echo(
         f"slide score {s.slide_score:.3f} ({s.category}; {s.n_tiles_tissue} tissue tiles, "

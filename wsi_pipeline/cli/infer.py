@@ -23,7 +23,8 @@ from wsi_pipeline.cli.common import (
 )
 from wsi_pipeline.cli.slide_paths import SLIDE_EXTENSIONS, expand_slide_paths
 from wsi_pipeline.errors import WsiPipelineError, one_line_error
-from wsi_pipeline.files import check_unique_stems
+from wsi_pipeline.files import check_distinct_slides
+from wsi_pipeline.outdir import clean_stale_temp, output_folder_lock
 
 if TYPE_CHECKING:
     from wsi_pipeline.models.io import LoadedModel
@@ -166,6 +167,7 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
 @click.option(
     "-r", "--recursive", is_flag=True, help="Also take the slides in the subfolders of a folder given."
 )
+@click.option("--wait", is_flag=True, help="If another run writes to OUT, wait for it (default: stop).")
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -194,6 +196,7 @@ def cli(
     progress: bool,
     viewer: bool,
     recursive: bool,
+    wait: bool,
     workers: int | None,
     scheduler: str | None,
 ) -> None:
@@ -205,9 +208,13 @@ def cli(
     else it holds is named in a note; --recursive takes its subfolders' slides too.
     A slide that fails gets one line on stderr; the others still run; the exit code is 1 if any failed.
     A folder, several slides, --workers or --scheduler run on a Dask cluster (see docs/batch.md),
-    skip slides already done with the same model and options, and write OUT/run_summary.csv.
+    skip slides already done from the same slide files with the same model and options (checked
+    against each folder's manifest.json), and write OUT/run_summary.csv.
+    One run at a time per OUT (lock file OUT/.wsi-pipeline.lock): a second stops with an error, or
+    waits with --wait.
     """
     from wsi_pipeline.options import InferenceOptions
+    from wsi_pipeline.tiling import check_stride
 
     options = InferenceOptions(
         mpp=mpp,
@@ -219,17 +226,20 @@ def cli(
         num_readers=num_readers,
         viewer=viewer,
     )
-    paths = expand_slide_paths(
-        slides, recursive, note=None if is_quiet() else lambda t: click.echo(t, err=True)
-    )
+    note = None if is_quiet() else lambda t: click.echo(t, err=True)
+    paths = expand_slide_paths(slides, recursive, note=note)
     log.info("%d slide(s): %s", len(paths), ", ".join(str(p) for p in paths))
-    check_unique_stems(paths)
+    check_distinct_slides(paths)
+    show_progress = progress and not is_quiet()
     if use_dask_batch(slides, paths, workers, scheduler):
-        run_dask_batch(paths, out_root, options, model_path, workers, scheduler, progress and not is_quiet())
+        run_dask_batch(paths, out_root, options, model_path, workers, scheduler, show_progress, wait)
         return
-    model = load_inference_model(model_path, device)
     (slide,) = paths
-    done = infer_one(slide, out_root, options, model, progress=progress and not is_quiet()) is not None
+    model = load_inference_model(model_path, device)
+    check_stride(options.stride, model.config.patch_size)
+    with output_folder_lock(out_root, wait=wait, echo=note) as out_dir:  # before the slide's analysis
+        clean_stale_temp(out_dir)  # left by killed runs (owner process gone)
+        done = infer_one(slide, out_dir, options, model, progress=show_progress) is not None
     click.echo(
         f"{int(done)} of 1 slide(s) done; outputs in {Path(out_root).resolve()}"
         + ("" if done else "; 1 failed")
@@ -253,6 +263,7 @@ def run_dask_batch(
     workers: int | None,
     scheduler: str | None,
     progress: bool,
+    wait: bool = False,
 ) -> None:
     """The batch path of ``wsi-infer``: :func:`wsi_pipeline.batch.run_batch`; exit 1 if any slide failed."""
     from wsi_pipeline.batch.runner import run_batch
@@ -265,6 +276,7 @@ def run_dask_batch(
         workers=workers,
         scheduler=scheduler,
         progress=progress,
+        wait=wait,
         echo=click.echo,
         echo_err=lambda text: click.echo(text, err=True),
     )

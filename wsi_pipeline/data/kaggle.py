@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,7 @@ def read_labels_csv(path: Path) -> tuple[list[str], np.ndarray]:
         raise DatasetError(f"{path}: labels must be 0 or 1; {len(bad)} bad rows: {format_offenders(bad)}")
     if not ids:
         raise DatasetError(f"{path}: labels CSV has no rows")
-    seen: set[str] = set()
-    dups = sorted({i for i in ids if i in seen or seen.add(i)})
+    dups = sorted(i for i, n in Counter(ids).items() if n > 1)
     if dups:
         raise DatasetError(f"{path}: {len(dups)} duplicate ids in labels CSV: {format_offenders(dups)}")
     return ids, np.asarray(labels, dtype=np.int64)

@@ -191,12 +191,12 @@ def open_pcam(path: Path | str, split: str | None = None) -> PCamH5Dataset:
         split = next(iter(splits))
     if split not in splits:
         raise DatasetError(f"{path}: no PCam {split!r} split here (found {', '.join(sorted(splits))})")
-    x_path, y_path = splits[split]
-    if y_path is None:
+    x_file, y_file = splits[split]
+    if y_file is None:
         raise DatasetError(f"{path}: labels file for the {split!r} split (..._{split}_y.h5) is missing")
-    if x_path.name.endswith(".gz") or y_path.name.endswith(".gz"):
+    if x_file.name.endswith(".gz") or y_file.name.endswith(".gz"):
         raise DatasetError(f"{path}: the {split!r} split is gzipped (.h5.gz); gunzip the files first")
-    return PCamH5Dataset(x_path, y_path)
+    return PCamH5Dataset(x_file, y_file)
 
 
 def is_pcam_path(path: Path) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from wsi_pipeline.errors import DatasetError
+from wsi_pipeline.models.finite import check_finite_outputs
 
 CLASS_NAMES = ("normal", "tumor")
 
@@ -22,6 +23,7 @@ def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarra
         raise DatasetError("cannot compute metrics on 0 patches")
     if not np.isin(y, (0, 1)).all():
         raise DatasetError("labels must be 0 or 1")
+    check_finite_outputs(p, "predictions", "patches")  # NaN >= threshold is False: a silent "normal"
     return y, p
 
 

@@ -58,6 +58,7 @@ def predict_dataset(
     with ThreadPoolExecutor(1) as reader:
         pending = reader.submit(dataset.read, idx[0:chunk]) if starts else None
         for k, start in enumerate(starts):
+            assert pending is not None  # submitted before the loop (starts is not empty) and on each step
             patches = pending.result()
             if k + 1 < len(starts):
                 nxt = starts[k + 1]

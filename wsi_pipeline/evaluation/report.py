@@ -18,6 +18,7 @@ from wsi_pipeline.evaluation.metrics import (
     roc_auc,
 )
 from wsi_pipeline.evaluation.predict import predict_dataset
+from wsi_pipeline.models.finite import check_finite_outputs
 from wsi_pipeline.models.io import LoadedModel
 
 
@@ -108,6 +109,7 @@ def evaluate_model(
     probs = predict_dataset(
         model, dataset, indices, batch_size=batch_size, tta=tta, progress=progress, transform=transform
     )
+    check_finite_outputs(probs, str(model.path), "patches")
     labels = labels_all[indices]
     metrics = compute_metrics(labels, probs, threshold, n_boot, seed, tuple(model.config.class_names))
     info = {

@@ -155,7 +155,7 @@ def _confusion(cases: list[SlideCase]) -> dict[str, Any]:
 
 
 def _size_errors(cases: list[SlideCase]) -> dict[str, Any]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for case in cases:
         if case.truth.kind in ("micro", "macro"):
             true, called = case.truth.largest_mm, case.call.reported_largest_mm
@@ -168,7 +168,8 @@ def _size_errors(cases: list[SlideCase]) -> dict[str, Any]:
 
 def _tissue_recall(cases: list[SlideCase]) -> dict[str, Any]:
     """Analysed / placed tissue cells, from the analysed mask (or, without one, the analysed count)."""
-    rows, methods = [], set()
+    rows: list[dict[str, Any]] = []
+    methods: set[str] = set()
     tumour_placed = tumour_missed = glass_analysed = 0
     for case in cases:
         tissue, call = case.truth.tissue, case.call

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from wsi_pipeline.models.registry import register_model
@@ -52,7 +53,7 @@ class _BasicBlock(nn.Module):
                 nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
             )
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
@@ -66,7 +67,7 @@ class CenterPool(nn.Module):
         super().__init__()
         self.cells = max(1, center_px // stride)
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         k_h, k_w = min(self.cells, h), min(self.cells, w)
         top, left = (h - k_h) // 2, (w - k_w) // 2
@@ -112,7 +113,7 @@ class TinyResNet(nn.Module):
             if isinstance(m, _BasicBlock):
                 nn.init.zeros_(m.bn2.weight)  # each residual block starts as identity
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
 
 

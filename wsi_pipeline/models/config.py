@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.domain import DomainStats
-from wsi_pipeline.errors import ModelConfigError
+from wsi_pipeline.errors import ModelConfigError, ModelError
+from wsi_pipeline.models.registry import check_model_kwargs
 from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
 from wsi_pipeline.strict import build_dataclass
 
@@ -46,16 +49,48 @@ class ModelConfig:
     format_version: int = 1
 
     def __post_init__(self) -> None:
+        """Checks every field's type and range (a config read from a file holds anything JSON can
+        say), so a bad value is a one-line :class:`ModelConfigError` when the config is read, not a
+        ``TypeError`` while the network is built or a ``RuntimeError`` at inference."""
         if not isinstance(self.architecture, str) or not self.architecture:
             raise ModelConfigError("model config: 'architecture' must be a non-empty string")
-        if int(self.patch_size) <= 0:
-            raise ModelConfigError(f"model config: patch_size must be > 0, got {self.patch_size}")
-        if float(self.mpp) <= 0:
-            raise ModelConfigError(f"model config: mpp must be > 0, got {self.mpp}")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
-            raise ModelConfigError("model config: mean and std need 3 values, std > 0")
-        if len(self.class_names) != 2:
+        if not isinstance(self.arch_kwargs, dict) or not all(isinstance(k, str) for k in self.arch_kwargs):
+            raise ModelConfigError(
+                f"model config: arch_kwargs must be a mapping of keyword arguments, got {self.arch_kwargs!r}"
+            )
+        if not _is_whole(self.patch_size) or self.patch_size <= 0:
+            raise ModelConfigError(
+                f"model config: patch_size must be a whole number > 0, got {self.patch_size!r}"
+            )
+        if not _is_number(self.mpp) or not 0 < float(self.mpp) < math.inf:
+            raise ModelConfigError(f"model config: mpp must be a positive number, got {self.mpp!r}")
+        if self.center_crop is not None:
+            if not _is_whole(self.center_crop) or self.center_crop <= 0:
+                raise ModelConfigError(
+                    "model config: center_crop must be a whole number > 0 (or null), "
+                    f"got {self.center_crop!r}"
+                )
+            if self.center_crop > self.patch_size:
+                raise ModelConfigError(
+                    f"model config: center_crop {self.center_crop} px is larger than the "
+                    f"patch_size {self.patch_size} px it is cut from"
+                )
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(map(_is_number, values))):
+                raise ModelConfigError(f"model config: {name} must be 3 numbers (R, G, B), got {values!r}")
+            if not all(math.isfinite(v) for v in values):
+                raise ModelConfigError(f"model config: {name} must be finite, got {values!r}")
+        if any(s <= 0 for s in self.std):
+            raise ModelConfigError(f"model config: std values must be > 0, got {self.std!r}")
+        if not (
+            isinstance(self.class_names, (list, tuple))
+            and len(self.class_names) == 2
+            and all(isinstance(c, str) for c in self.class_names)
+        ):
             raise ModelConfigError("model config: class_names must name 2 classes (normal, tumour)")
+        if self.stain_normalization is not None and not isinstance(self.stain_normalization, dict):
+            raise ModelConfigError("model config: stain_normalization must be a mapping or null")
         if self.domain is not None:
             self.domain = DomainStats.from_dict(self.domain)
 
@@ -78,6 +113,8 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: Path) -> ModelConfig:
+        """Read and check ``config.json`` (fields and ``arch_kwargs`` against the registered
+        builder's signature); every problem is a :class:`ModelConfigError` naming the file."""
         path = Path(path)
         if path.is_dir():
             path = path / CONFIG_FILENAME
@@ -87,4 +124,17 @@ class ModelConfig:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ModelConfigError(f"{path}: cannot parse model config: {exc}") from exc
-        return cls.from_dict(data, source=f"{path}: model config")
+        config = cls.from_dict(data, source=f"{path}: model config")
+        try:
+            check_model_kwargs(config.architecture, config.arch_kwargs)
+        except ModelError as exc:  # ModelConfigError, UnknownArchitectureError
+            raise type(exc)(f"{path}: {exc}") from None
+        return config
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)

@@ -7,7 +7,7 @@ exports and runs like any other model (BatchNorm folding included), at the sum o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from wsi_pipeline.errors import ModelError
+from wsi_pipeline.errors import ModelConfigError, ModelError
 from wsi_pipeline.models.config import ModelConfig
 from wsi_pipeline.models.fold import fold_batchnorm
-from wsi_pipeline.models.registry import create_model, register_model
+from wsi_pipeline.models.registry import check_model_kwargs, create_model, register_model
 
 #: Config fields that must agree for members to share one preprocessing of the tiles.
 SHARED_INPUT_FIELDS = (
@@ -30,6 +30,14 @@ SHARED_INPUT_FIELDS = (
     "center_crop",
     "stain_normalization",
 )
+
+
+def _member_dense(member: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``member.dense(x)``; AttributeError when the member has no dense map."""
+    dense = getattr(member, "dense", None)
+    if not callable(dense):
+        raise AttributeError(f"ensemble member {type(member).__name__} has no dense(x)")
+    return dense(x)
 
 
 class MeanLogitEnsemble(nn.Module):
@@ -52,9 +60,9 @@ class MeanLogitEnsemble(nn.Module):
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of the members' dense logit maps (all members are dense-capable)."""
-        total = self.members[0].dense(x)
+        total = _member_dense(self.members[0], x)
         for member in self.members[1:]:
-            total = total + member.dense(x)
+            total = total + _member_dense(member, x)
         return total / len(self.members)
 
     def inference_copy(self) -> nn.Module:
@@ -66,7 +74,32 @@ class MeanLogitEnsemble(nn.Module):
         return MeanLogitEnsemble(copies).eval()
 
 
-@register_model("ensemble")
+def check_members(kwargs: Mapping[str, Any]) -> None:
+    """Each member of an ensemble config is ``{"architecture": name, "arch_kwargs": {...}}`` that
+    fits its own builder (:func:`check_model_kwargs`); errors name the member."""
+    members = kwargs.get("members")
+    if not isinstance(members, (list, tuple)) or not members:
+        raise ModelConfigError(
+            f"arch_kwargs for 'ensemble': 'members' must be a non-empty list, got {members!r}"
+        )
+    for k, member in enumerate(members, start=1):
+        where = f"ensemble member {k}"
+        if not isinstance(member, Mapping) or not isinstance(member.get("architecture"), str):
+            raise ModelConfigError(
+                f"{where}: needs an 'architecture' name (and 'arch_kwargs'), got {member!r}"
+            )
+        where += f" ({member['architecture']})"
+        arch_kwargs = member.get("arch_kwargs") or {}
+        unknown = sorted(set(member) - {"architecture", "arch_kwargs"})
+        if unknown or not isinstance(arch_kwargs, Mapping):
+            raise ModelConfigError(f"{where}: expected only 'architecture' and an 'arch_kwargs' mapping")
+        try:
+            check_model_kwargs(member["architecture"], arch_kwargs)
+        except ModelError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+
+
+@register_model("ensemble", check=check_members)
 def ensemble(members: Sequence[dict[str, Any]]) -> nn.Module:
     """``members``: ``[{"architecture": name, "arch_kwargs": {...}}, ...]`` (registry names)."""
     return MeanLogitEnsemble(

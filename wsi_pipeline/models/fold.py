@@ -24,7 +24,7 @@ def fold_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
         fused = fuse(graph_module, inplace=True, no_trace=True)
     except Exception:  # not symbolically traceable (data-dependent control flow at the top, ...)
         return module
-    return fused.to(memory_format=torch.channels_last)
+    return fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs lack it
 
 
 class _LeafTracer(torch.fx.Tracer):

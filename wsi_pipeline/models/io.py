@@ -12,9 +12,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wsi_pipeline.errors import ModelError
+from wsi_pipeline.errors import ModelConfigError, ModelError, NonFiniteOutputError, one_line
 from wsi_pipeline.files import atomic_output_dir, process_umask
 from wsi_pipeline.models.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig
+from wsi_pipeline.models.finite import describe_names, non_finite_tensors
 from wsi_pipeline.models.preprocess import preprocess_patches
 from wsi_pipeline.models.registry import create_model
 
@@ -74,8 +75,14 @@ def save_model(
     ``directory`` atomically (the slide outputs' temp-folder-then-rename mechanism,
     :func:`wsi_pipeline.files.atomic_output_dir`)."""
     directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    bad = non_finite_tensors(state.items())
+    if bad:
+        raise NonFiniteOutputError(
+            f"{directory}: not saving a model with broken weights: {describe_names(bad)} not finite "
+            "(NaN or infinite); training diverged"
+        )
     with atomic_output_dir(directory.parent, directory.name) as tmp:
-        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILENAME))
         # safetensors writes 0600; a model shared on a cluster should be as readable as any new file.
         (tmp / WEIGHTS_FILENAME).chmod(0o666 & ~process_umask())
@@ -114,24 +121,79 @@ def model_folder(path: Path | str | None = None) -> Path:
 
 
 def load_model(path: Path | str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model folder (or its ``config.json``); ``None`` loads the shipped default."""
+    """Load a model folder (or its ``config.json``); ``None`` loads the shipped default.
+
+    The config is checked when read (:meth:`ModelConfig.load`); a network that does not build from
+    it, weights that do not fit it or are not finite, and a network that does not run on its input
+    size are one-line :class:`ModelError` (:class:`ModelConfigError` for the config's part).
+    """
     folder = model_folder(path)
-    config = ModelConfig.load(folder / CONFIG_FILENAME)
+    config_path = folder / CONFIG_FILENAME
+    config = ModelConfig.load(config_path)
     weights = folder / WEIGHTS_FILENAME
     if not weights.is_file():
         raise ModelError(f"{weights}: weights file not found")
-    module = create_model(config.architecture, **config.arch_kwargs)
+    module = _build(config, config_path)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{weights}: cannot read weights: {exc}") from exc
+    bad = non_finite_tensors(state.items())
+    if bad:
+        raise NonFiniteOutputError(
+            f"{weights}: weights {describe_names(bad)} not finite (NaN or infinite); "
+            "the model is broken (diverged training?)"
+        )
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelError(
-            f"{weights}: weights do not match architecture {config.architecture!r}: "
-            f"{str(exc).splitlines()[0]}"
+            f"{weights}: weights do not match architecture {config.architecture!r} "
+            f"with these arch_kwargs: {_state_dict_problems(exc)}"
         ) from exc
+    _dry_run(module, config, config_path)
     module.eval().to(device)
     module.to(memory_format=torch.channels_last)
     return LoadedModel(module=module, config=config, path=folder, weights_sha256=file_sha256(weights))
+
+
+def _build(config: ModelConfig, config_path: Path) -> nn.Module:
+    """The untrained network of ``config``; a builder's own refusal is a :class:`ModelConfigError`."""
+    try:
+        return create_model(config.architecture, **config.arch_kwargs)
+    except ModelError as exc:
+        raise type(exc)(f"{config_path}: {exc}") from None
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        raise ModelConfigError(
+            f"{config_path}: architecture {config.architecture!r} does not build from its arch_kwargs: "
+            f"{one_line(exc)}"
+        ) from exc
+
+
+def _dry_run(module: nn.Module, config: ModelConfig, config_path: Path) -> None:
+    """Run the network once on a zero patch of its input size: a config whose sizes do not fit the
+    network (e.g. a centre crop smaller than the layers expect) fails here, not at inference."""
+    size = config.input_size
+    module.eval()
+    try:
+        with torch.inference_mode():
+            out = module(torch.zeros(1, 3, size, size))
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise ModelConfigError(
+            f"{config_path}: architecture {config.architecture!r} does not run on {size}x{size} px input "
+            f"(patch_size {config.patch_size}, center_crop {config.center_crop}): {one_line(exc)}"
+        ) from exc
+    if not isinstance(out, torch.Tensor) or out.numel() != 1:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelConfigError(
+            f"{config_path}: architecture {config.architecture!r} gives {shape} per patch, expected one logit"
+        )
+
+
+def _state_dict_problems(exc: RuntimeError, shown: int = 2) -> str:
+    """torch's multi-line ``load_state_dict`` error as one line: the first problems, then a count."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    if not lines:
+        return one_line(exc)
+    text = "; ".join(lines[:shown])
+    return text + (f" (+{len(lines) - shown} more)" if len(lines) > shown else "")

@@ -116,8 +116,10 @@ def plan_slide(
     if tumour_mask.any():
         source[tumour_mask] = rng.choice(tumour, int(tumour_mask.sum()))
     view = rng.integers(0, 8, spec.grid).astype(np.uint8)
-    rgb = tuple(int(v) for v in rng.integers(240, 249, 3))
-    glass = GlassStyle(rgb=rgb, noise=float(round(rng.uniform(1.0, 2.0), 3)), seed=int(rng.integers(2**31)))
+    red, green, blue = (int(v) for v in rng.integers(240, 249, 3))
+    glass = GlassStyle(
+        rgb=(red, green, blue), noise=float(round(rng.uniform(1.0, 2.0), 3)), seed=int(rng.integers(2**31))
+    )
     return SlidePlan(index, int(seed), kind, spec, sections, source, view, lesions, glass)
 
 

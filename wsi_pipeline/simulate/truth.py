@@ -53,7 +53,11 @@ class SimulationSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimulationSpec:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+        # JSON values: lists back to the tuples the fields hold
+        kwargs: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names
+        }
+        return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ class Lesion:
 
 
 def _frozen_array(values: Any, dtype: type) -> np.ndarray:
-    array = np.array(values, dtype=dtype)
+    array: np.ndarray = np.array(values, dtype=dtype)
     array.setflags(write=False)
     return array
 

@@ -19,10 +19,11 @@ MPP_SOURCES = ("metadata", "option")
 
 def check_mpp(value: object, name: str = "--mpp") -> float:
     """``value`` as a float when it is a positive finite number, else :class:`OptionError` naming ``name``."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and 0 < value < math.inf
-    if not ok:
-        raise OptionError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
+    if isinstance(value, Real) and not isinstance(value, bool):
+        number = float(value)
+        if 0 < number < math.inf:
+            return number
+    raise OptionError(f"{name} must be a positive number, got {value!r}")
 
 
 def resolve_mpp(reader: SlideReader, override: float | None = None) -> float:
@@ -61,8 +62,9 @@ class SlideInfo:
     bounds: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "given_path", Path(self.given_path or self.path))
-        object.__setattr__(self, "name", self.name or self.given_path.name)
+        given_path = Path(self.given_path or self.path)
+        object.__setattr__(self, "given_path", given_path)
+        object.__setattr__(self, "name", self.name or given_path.name)
         object.__setattr__(self, "path", Path(self.path).resolve())
         width, height = self.dimensions
         if not (int(width) == width > 0 and int(height) == height > 0):

@@ -48,11 +48,11 @@ class NvJpegDecoder:
     tolerance = NVJPEG_TOLERANCE
 
     def __init__(self, device_index: int = 0) -> None:
-        from nvidia import nvimgcodec  # type: ignore[import-not-found]  # optional dependency
+        from nvidia import nvimgcodec  # optional dependency (ignore_missing_imports in pyproject)
 
         self._decoder = nvimgcodec.Decoder(device_id=device_index)
 
-    def decode(self, level: JpegLevel, tiles: Sequence[bytes]) -> list[np.ndarray]:
+    def decode(self, level: JpegLevel, tiles: Sequence[bytes | memoryview]) -> list[np.ndarray]:
         streams = []
         for position, tile in enumerate(tiles):
             try:

@@ -53,6 +53,8 @@ class JpegLevel:
 def jpeg_level(page: tifffile.TiffPage | tifffile.TiffFrame) -> JpegLevel | None:
     """The :class:`JpegLevel` of ``page`` (a level's only page), or None when it does not qualify."""
     key = page.keyframe
+    if key is None:  # a TiffFrame not linked to its keyframe: nothing to read its layout from
+        return None
     ok = (
         key.is_tiled
         and key.compression == _JPEG
@@ -82,11 +84,11 @@ def jpeg_level(page: tifffile.TiffPage | tifffile.TiffFrame) -> JpegLevel | None
     return JpegLevel(width, height, tile_w, tile_h, offsets, counts, tables, rgb_coded)
 
 
-def read_tiles(fd: int, level: JpegLevel, indices: Sequence[int]) -> list[bytes | None]:
-    """Raw bytes of tiles ``indices`` of ``level`` (None for unwritten tiles), read with ``os.pread``
-    in file order, one read per run of tiles stored back to back. Raises ``EOFError`` when the file
-    ends before a tile does."""
-    out: list[bytes | None] = [None] * len(indices)
+def read_tiles(fd: int, level: JpegLevel, indices: Sequence[int]) -> list[memoryview | None]:
+    """Raw bytes (memoryviews into the run read) of tiles ``indices`` of ``level`` (None for
+    unwritten tiles), read with ``os.pread`` in file order, one read per run of tiles stored back
+    to back. Raises ``EOFError`` when the file ends before a tile does."""
+    out: list[memoryview | None] = [None] * len(indices)
     wanted = [(int(level.offsets[i]), int(level.counts[i]), pos) for pos, i in enumerate(indices)]
     wanted = sorted(w for w in wanted if w[1] > 0 and w[0] > 0)
     run: list[tuple[int, int, int]] = []
@@ -123,7 +125,7 @@ class TileDecoder(Protocol):
     #: Largest per-pixel difference from libjpeg-turbo's (= OpenSlide's) pixels accepted by the probe.
     tolerance: int
 
-    def decode(self, level: JpegLevel, tiles: Sequence[bytes]) -> list[np.ndarray]:
+    def decode(self, level: JpegLevel, tiles: Sequence[bytes | memoryview]) -> list[np.ndarray]:
         """Raise :class:`TileDecodeError` for the first tile that is not a complete, decodable JPEG."""
         ...
 
@@ -142,28 +144,28 @@ class CpuJpegDecoder:
         self.threads = max(1, int(threads if threads is not None else min(8, os.cpu_count() or 1)))
         self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
 
-    def decode(self, level: JpegLevel, tiles: Sequence[bytes]) -> list[np.ndarray]:
+    def decode(self, level: JpegLevel, tiles: Sequence[bytes | memoryview]) -> list[np.ndarray]:
         n = min(self.threads, len(tiles))
         if self._pool is None or n < 2:
             return self._decode_share(level, tiles, 0, 1)
         futures = [self._pool.submit(self._decode_share, level, tiles, k, n) for k in range(1, n)]
         shares = [self._decode_share(level, tiles, 0, n)] + [f.result() for f in futures]
-        out: list[np.ndarray] = [None] * len(tiles)  # type: ignore[list-item]
-        for k, share in enumerate(shares):
-            out[k::n] = share
-        return out
+        return [shares[i % n][i // n] for i in range(len(tiles))]  # share k holds k, k + n, ...
 
     def _decode_share(
-        self, level: JpegLevel, tiles: Sequence[bytes], first: int, step: int
+        self, level: JpegLevel, tiles: Sequence[bytes | memoryview], first: int, step: int
     ) -> list[np.ndarray]:
         colorspace = "RGB" if level.rgb_coded else None
-        out = []
+        out: list[np.ndarray] = []
         for position in range(first, len(tiles), step):
             data = tiles[position]
             try:
                 check_stream(data)
-                tile = imagecodecs.jpeg8_decode(
-                    data, tables=level.tables, colorspace=colorspace, outcolorspace="RGB"
+                tile = imagecodecs.jpeg8_decode(  # its stubs omit memoryview, which it reads zero-copy
+                    data,  # type: ignore[arg-type]
+                    tables=level.tables,
+                    colorspace=colorspace,
+                    outcolorspace="RGB",
                 )
             except Exception as exc:  # StreamError, imagecodecs.Jpeg8Error, ...
                 raise TileDecodeError(position, str(exc) or type(exc).__name__) from exc

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -25,7 +28,7 @@ def open_slide(path: str | Path) -> SlideReader:
     or unrecognised files.
     """
     path = Path(path)
-    _check_file(path)
+    check_slide_file(path)
     is_tiff = _check_tiff_header(path)
     if is_tiff and _is_ome(path):
         try:
@@ -56,19 +59,51 @@ def open_slide(path: str | Path) -> SlideReader:
     raise SlideOpenError(f"{path}: not a slide: format not recognised by OpenSlide or tifffile")
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise SlideOpenError(f"{path}: slide file not found")
-    if path.is_dir():
-        raise SlideOpenError(f"{path}: is a directory, not a slide file")
+def check_slide_file(path: str | Path) -> os.stat_result:
+    """The ``stat`` of the regular file ``path`` names (links followed), checked without opening it:
+    a FIFO, socket or device (``/dev/zero``) would block or never end, so it is refused, as are a
+    folder, a symlink loop, a broken link, a missing, unreadable or empty file
+    (:class:`SlideOpenError`, one line naming the path as given)."""
+    path = Path(path)
     try:
-        size = path.stat().st_size
-        with path.open("rb"):
+        st = os.stat(path)  # follows links
+    except OSError as exc:
+        raise SlideOpenError(f"{path}: {_stat_problem(path, exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SlideOpenError(f"{path}: is a directory, not a slide file")
+    if not stat.S_ISREG(st.st_mode):
+        shown = f" ({_file_kind(st.st_mode)}" + (f" {path.resolve()}" if path.is_symlink() else "") + ")"
+        raise SlideOpenError(f"{path}: not a regular file{shown}; give the slide file itself")
+    try:
+        with path.open("rb"):  # a regular file: opening cannot block
             pass
     except OSError as exc:
         raise SlideOpenError(f"{path}: cannot read file: {exc.strerror or exc}") from exc
-    if size == 0:
+    if st.st_size == 0:
         raise SlideOpenError(f"{path}: file is empty (0 bytes)")
+    return st
+
+
+def _stat_problem(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (the link points back at itself)"
+    if exc.errno == errno.ENOENT:
+        if path.is_symlink():
+            return f"slide file not found (broken link to {os.readlink(path)})"
+        return "slide file not found"
+    return f"cannot read file: {exc.strerror or exc}"
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def _check_tiff_header(path: Path) -> bool:

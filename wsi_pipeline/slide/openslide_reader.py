@@ -21,7 +21,9 @@ class OpenSlideReader(SlideReader):
             self._slide = openslide.OpenSlide(str(self.path))
         except openslide.OpenSlideError as exc:
             raise SlideOpenError(f"{self.path}: OpenSlide cannot open it: {exc}") from exc
-        self._level_dimensions = [tuple(int(v) for v in d) for d in self._slide.level_dimensions]
+        self._level_dimensions: list[tuple[int, int]] = [
+            (int(w), int(h)) for w, h in self._slide.level_dimensions
+        ]
         self._level_downsamples = [float(d) for d in self._slide.level_downsamples]
 
     @property

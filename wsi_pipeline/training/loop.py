@@ -13,12 +13,13 @@ from torch import nn
 
 from wsi_pipeline.errors import TrainingDivergedError
 from wsi_pipeline.models.config import ModelConfig
+from wsi_pipeline.models.finite import describe_names, non_finite_tensors
 from wsi_pipeline.models.preprocess import preprocess_patches
 from wsi_pipeline.precision import Precision
 from wsi_pipeline.training.batches import BatchStream, BatchTransform
 
 LrFn = Callable[[int], float]  # step within the epoch -> learning rate
-StepFn = Callable[[int], None]  # called after each step with the number of samples
+StepFn = Callable[[int], object]  # called after each step with the number of samples; result ignored
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class WeightAverage:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for avg, new in zip(self.model.parameters(), model.parameters(), strict=True):
             avg.lerp_(new.detach(), 1.0 - d)
-        for avg, new in zip(self.model.buffers(), model.buffers(), strict=True):
-            avg.copy_(new)
+        for avg_buffer, new_buffer in zip(self.model.buffers(), model.buffers(), strict=True):
+            avg_buffer.copy_(new_buffer)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "updates": self.updates}
@@ -117,9 +118,11 @@ def train_epoch(
 
 def check_finite(model: nn.Module, where: str) -> None:
     """Raise :class:`TrainingDivergedError` when a weight or buffer is NaN or infinite."""
-    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise TrainingDivergedError(f"training diverged: {name} is not finite {where}; nothing saved")
+    bad = non_finite_tensors([*model.named_parameters(), *model.named_buffers()])
+    if bad:
+        raise TrainingDivergedError(
+            f"training diverged: {describe_names(bad)} is not finite {where}; nothing saved"
+        )
 
 
 @torch.inference_mode()

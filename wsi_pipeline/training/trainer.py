@@ -118,7 +118,7 @@ def train(
         training=config.to_dict(),
         domain=data.domain,
     )
-    model.to(device).to(memory_format=torch.channels_last)
+    model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs lack it
     batch_size, lr = config.batch_size, config.lr
     if device.type == "cuda" and config.cuda_batch_size:
         batch_size, lr = (

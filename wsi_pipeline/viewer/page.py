@@ -75,7 +75,7 @@ class TileSource:
 
 @cache
 def asset(name: str) -> str:
-    return resources.files("wsi_pipeline.viewer").joinpath("assets", name).read_text(encoding="utf-8")
+    return (resources.files("wsi_pipeline.viewer") / "assets" / name).read_text(encoding="utf-8")
 
 
 def page_data(

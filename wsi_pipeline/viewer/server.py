@@ -59,7 +59,8 @@ class ViewerServer(ThreadingHTTPServer):
             width, height = self.slide.dimensions
             data = load_result_folder(folder, (width, height))
             background = self.slide.properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR) or "ffffff"
-            glass = tuple(int(background[i : i + 2], 16) for i in (0, 2, 4))
+            red, green, blue = (int(background[i : i + 2], 16) for i in (0, 2, 4))
+            glass = (red, green, blue)
             tiles = TileSource("tiles/", width, height, 1.0, DEFAULT_TILE_SIZE, DEFAULT_OVERLAP, "jpeg",
                                glass=glass)  # fmt: skip
             self.page = render_page(data, tiles, mode="server").encode("utf-8")
@@ -77,6 +78,8 @@ class ViewerServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if isinstance(host, (bytes, bytearray)):  # an AF_INET address is (str, int); typeshed allows bytes
+            host = host.decode("ascii")
         return f"http://{host}:{port}/"
 
     def tile(self, level: int, col: int, row: int) -> bytes | None:
