@@ -169,3 +169,23 @@ def test_plan_grid_picks_the_level_and_refuses_implausible_slides() -> None:
         NoTissueError, match=r"tiny\.tif: slide \(100x100 px at 0.5 um/px\) is smaller than one 96"
     ):
         plan_grid(tiny, 96, 0.972)
+
+
+def test_edge_tiles_are_judged_by_their_part_inside_the_slide() -> None:
+    from wsi_pipeline.slide import SlideInfo
+    from wsi_pipeline.stages import select_tissue_cells
+
+    # 1000 x 400 px at 0.5 um/px, 192 px tiles: columns start at 0, 192, ..., 960 (40 px inside)
+    grid = TileGrid(1000, 400, slide_mpp=0.5, patch_size=96, model_mpp=1.0)
+    assert grid.shape == (3, 6)
+    slide = SlideInfo(Path("e.tif"), "test", (1000, 400), (1.0,), 0.5, "metadata")
+    mask = np.zeros((50, 125), bool)  # 8 level-0 px per mask px
+    mask[:, 120:] = True  # tissue only in the last 40 px, along the right edge
+    tm = TissueMask(mask, 8.0, 8.0, (1000, 400))
+    kept = select_tissue_cells(slide, grid, tm, 0.25)
+    assert sorted(map(tuple, kept.tolist())) == [(0, 5), (1, 5), (2, 5)]  # 40 px of 192 would be 0.21
+    x, y = grid.cell_origin(0, 5)
+    assert tm.fraction_in(x, y, grid.tile_size0, grid.tile_size0) == pytest.approx(40 / 192, abs=0.03)
+    mask[:, 120:] = False
+    mask[:, 100:120] = True  # tissue just left of the last column: the edge tiles show glass only
+    assert 5 not in select_tissue_cells(slide, grid, TissueMask(mask, 8.0, 8.0, (1000, 400)), 0.25)[:, 1]
