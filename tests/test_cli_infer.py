@@ -391,3 +391,22 @@ def test_real_sigkill_mid_write_then_rerun_cleans_and_finishes(tmp_path, shared_
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, slide.stem]
     assert sorted(p.name for p in (out / slide.stem).iterdir()) == sorted(OUTPUT_FILES)
+
+
+def test_giant_slide_without_a_pyramid_is_one_line_error_quickly(tmp_path, probe_dir):
+    import time
+
+    from wsi_pipeline.testing import write_empty_giant_tiff
+
+    giant = write_empty_giant_tiff(tmp_path / "giant.tif", 100_000, 100_000, mpp=0.25)
+    t0 = time.perf_counter()
+    done = _run_main([str(giant), "--model", str(probe_dir), "-o", str(tmp_path / "o")], tmp_path)
+    assert time.perf_counter() - t0 < 60  # was: > 240 s averaging all of level 0, with no end
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert (
+        len(errors) == 1
+        and "giant.tif" in errors[0]
+        and "too large to process without a pyramid" in errors[0]
+    )
+    assert not (tmp_path / "o" / "giant").exists()

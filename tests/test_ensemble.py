@@ -47,6 +47,23 @@ def test_ensemble_probability_is_sigmoid_of_mean_member_logit(tmp_path: Path) ->
         )
 
 
+def test_ensemble_keeps_the_members_domain_statistics(tmp_path: Path) -> None:
+    from wsi_pipeline.domain import domain_statistics
+    from wsi_pipeline.models.config import ModelConfig
+
+    a = save_small_bn_model(tmp_path / "a", seed=1)
+    b = save_small_bn_model(tmp_path / "b", seed=2)
+    assert combine_models([a, b])[1].domain is None
+    stats = domain_statistics(_patches(40))
+    for member in (a, b):
+        config = ModelConfig.load(member)
+        config.domain = stats
+        config.save(member)
+    module, config = combine_models([a, b])
+    assert config.domain == stats
+    assert load_model(save_model(tmp_path / "pair", module, config)).config.domain == stats
+
+
 def test_members_that_read_patches_differently_are_refused(tmp_path: Path) -> None:
     a = save_small_bn_model(tmp_path / "a", seed=1)
     b = save_small_bn_model(tmp_path / "b", seed=2, mean=(0.5, 0.5, 0.5))

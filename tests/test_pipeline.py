@@ -51,8 +51,12 @@ def _colour_mosaic(rows: int, cols: int, cell0: int, seed: int = 0) -> tuple[np.
 
 
 def _expected_from_level0(image: np.ndarray, x: float, y: float, size0: float) -> float:
+    """The probe's value of a tile; pixels beyond the slide are white background."""
     x0, y0, s = int(round(x)), int(round(y)), int(round(size0))
-    return probe_probability(image[y0 : y0 + s, x0 : x0 + s], **PROBE_KWARGS)
+    tile = np.full((s, s, 3), 255, np.uint8)
+    part = image[y0 : y0 + s, x0 : x0 + s]
+    tile[: part.shape[0], : part.shape[1]] = part
+    return probe_probability(tile, **PROBE_KWARGS)
 
 
 def _check_every_cell(result, image: np.ndarray, tol: float) -> np.ndarray:
@@ -92,11 +96,38 @@ def test_every_heatmap_cell_is_the_probe_of_its_tile(
     assert result.summary.mpp == pytest.approx(slide_mpp, rel=1e-3)
     heatmap = _check_every_cell(result, image, tol)
     rows, cols = heatmap.shape
-    stride_px = stride or PATCH
+    stride0 = (stride or PATCH) * scale
+    inset = (cell0 - stride0) / 2  # cells whose footprint starts inside the slide
     assert (rows, cols) == (
-        (image.shape[0] - cell0) // int(round(stride_px * scale)) + 1,
-        (image.shape[1] - cell0) // int(round(stride_px * scale)) + 1,
+        int(np.ceil((image.shape[0] - inset) / stride0 - 1e-9)),
+        int(np.ceil((image.shape[1] - inset) / stride0 - 1e-9)),
     )
+
+
+@pytest.mark.parametrize(
+    ("writer", "compression", "tol"),
+    [
+        (write_pyramidal_tiff, "zlib", 2e-3),
+        (write_pyramidal_tiff, "jpeg", 2e-2),
+        (write_ome_tiff, "zlib", 2e-3),
+    ],
+)
+def test_tiles_overhanging_the_edge_are_scored_with_white_padding(tmp_path, probe, writer, compression, tol):
+    # tissue up to the right and bottom edges of a 300 x 230 px slide at 0.5 um/px: 64 px tiles, so the
+    # last column shows 44 px of tissue and the last row 38 px; beyond the slide the tile is white
+    rng = np.random.default_rng(5)
+    image = np.empty((230, 300, 3), np.uint8)
+    image[:] = (200, 40, 120)
+    image[:, 150:] = (90, 30, 200)  # right half blue, so the padded value differs per side
+    image = np.clip(image + rng.integers(-3, 4, image.shape), 0, 255).astype(np.uint8)
+    slide = writer(tmp_path / "edge.tif", image, mpp=0.5, levels=2, tile=128, compression=compression)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(batch_size=5), probe)
+    heatmap = _check_every_cell(result, image, tol)
+    assert heatmap.shape == (4, 5) and np.isfinite(heatmap).all()  # every tile, edge ones included
+    corner = probe_probability(np.pad(image[192:, 256:], ((0, 26), (0, 20), (0, 0)), constant_values=255))
+    assert float(heatmap[3, 4]) == pytest.approx(corner, abs=tol)
+    assert abs(corner - probe_probability(image[192:, 256:])) > 0.05  # white padding, not a crop
+    assert result.summary.n_tiles_tissue == 20
 
 
 def test_tissue_cells_and_nan_follow_the_layout(tmp_path, probe):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,28 +16,30 @@ from wsi_pipeline.tiling import TileGrid
 from wsi_pipeline.tissue import TissueMask
 
 
-def test_grid_counts_only_tiles_fully_inside() -> None:
+def test_grid_covers_the_slide_with_edge_tiles_overhanging() -> None:
     # model 1.0 um/px on a 0.5 um/px slide: a 96-px tile spans 192 level-0 px
-    for width, cols in [(960, 5), (959, 4), (1000, 5), (191, 0), (192, 1)]:
+    for width, cols in [(960, 5), (959, 5), (961, 6), (1000, 6), (191, 0), (192, 1), (193, 2)]:
         grid = TileGrid(width, 500, slide_mpp=0.5, patch_size=96, model_mpp=1.0)
         assert grid.tile_size0 == 192 and grid.stride0 == 192
-        assert grid.shape == (2, cols)
+        assert grid.shape == (3, cols)  # 500 px: two full rows and one overhanging by 76 px
+    # stride 32 (64 level-0 px): cell footprints (64 px, centred, 64 px in) start inside the slide
     overlapping = TileGrid(1000, 500, slide_mpp=0.5, patch_size=96, model_mpp=1.0, stride=32)
     assert overlapping.stride0 == 64
-    assert overlapping.shape == ((500 - 192) // 64 + 1, (1000 - 192) // 64 + 1)
+    assert overlapping.shape == (math.ceil((500 - 64) / 64), math.ceil((1000 - 64) / 64))
+    footprints = overlapping.cell_geometry().edges(overlapping.shape[1], axis=1)
+    assert footprints[-2] < 1000 <= footprints[-1]  # the last footprint reaches the edge
 
 
-def test_tiles_positions_match_cell_origin_and_stay_inside() -> None:
+def test_tiles_positions_match_cell_origin_and_cover_the_slide() -> None:
     grid = TileGrid(2220, 2967, slide_mpp=0.499, stride=32)
     tiles = grid.tiles()
     rows, cols = grid.shape
     assert len(tiles) == rows * cols == len(grid)
-    assert (tiles.x + grid.tile_size0 <= 2220 + 1e-6).all() and (
-        tiles.y + grid.tile_size0 <= 2967 + 1e-6
-    ).all()
-    # one more column/row would leave the slide
-    assert grid.cell_origin(0, cols)[0] + grid.tile_size0 > 2220
-    assert grid.cell_origin(rows, 0)[1] + grid.tile_size0 > 2967
+    geometry = grid.cell_geometry()
+    assert geometry.edges(cols, axis=1)[-1] >= 2220 > geometry.edges(cols, axis=1)[-2]
+    assert geometry.edges(rows, axis=0)[-1] >= 2967 > geometry.edges(rows, axis=0)[-2]
+    assert (tiles.x < 2220).all() and (tiles.y < 2967).all()
+    assert grid.cell_origin(0, cols - 1)[0] + grid.tile_size0 > 2220  # the last column overhangs
     for k in (0, 17, len(tiles) - 1):
         assert grid.cell_origin(tiles.rows[k], tiles.cols[k]) == pytest.approx((tiles.x[k], tiles.y[k]))
     assert tiles.x[1] - tiles.x[0] == pytest.approx(32 * 0.972 / 0.499)
@@ -166,3 +169,23 @@ def test_plan_grid_picks_the_level_and_refuses_implausible_slides() -> None:
         NoTissueError, match=r"tiny\.tif: slide \(100x100 px at 0.5 um/px\) is smaller than one 96"
     ):
         plan_grid(tiny, 96, 0.972)
+
+
+def test_edge_tiles_are_judged_by_their_part_inside_the_slide() -> None:
+    from wsi_pipeline.slide import SlideInfo
+    from wsi_pipeline.stages import select_tissue_cells
+
+    # 1000 x 400 px at 0.5 um/px, 192 px tiles: columns start at 0, 192, ..., 960 (40 px inside)
+    grid = TileGrid(1000, 400, slide_mpp=0.5, patch_size=96, model_mpp=1.0)
+    assert grid.shape == (3, 6)
+    slide = SlideInfo(Path("e.tif"), "test", (1000, 400), (1.0,), 0.5, "metadata")
+    mask = np.zeros((50, 125), bool)  # 8 level-0 px per mask px
+    mask[:, 120:] = True  # tissue only in the last 40 px, along the right edge
+    tm = TissueMask(mask, 8.0, 8.0, (1000, 400))
+    kept = select_tissue_cells(slide, grid, tm, 0.25)
+    assert sorted(map(tuple, kept.tolist())) == [(0, 5), (1, 5), (2, 5)]  # 40 px of 192 would be 0.21
+    x, y = grid.cell_origin(0, 5)
+    assert tm.fraction_in(x, y, grid.tile_size0, grid.tile_size0) == pytest.approx(40 / 192, abs=0.03)
+    mask[:, 120:] = False
+    mask[:, 100:120] = True  # tissue just left of the last column: the edge tiles show glass only
+    assert 5 not in select_tissue_cells(slide, grid, TissueMask(mask, 8.0, 8.0, (1000, 400)), 0.25)[:, 1]

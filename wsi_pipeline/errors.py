@@ -31,6 +31,11 @@ class UnknownMppError(SlideError):
     """The slide's microns-per-pixel is not in its metadata and was not given (--mpp)."""
 
 
+class SlideTooLargeError(SlideError):
+    """The slide is too large to process without a pyramid (e.g. a huge flat TIFF): reading it
+    whole for tissue detection would take unbounded time."""
+
+
 class NoTissueError(SlideError):
     """The tissue detector found no tissue on the slide."""
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from wsi_pipeline.models.io import LoadedModel
 
 #: Bumped whenever a change to the pipeline changes results for the same model and options.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: edge tiles analysed, pale tissue kept, out-of-domain warning
 
 #: Model config fields that record provenance, not how tiles are scored.
 _PROVENANCE = ("data", "metrics", "training", "name")

@@ -27,7 +27,14 @@ from wsi_pipeline.outputs.overlay import thumbnail_size
 from wsi_pipeline.result import SlideResult
 from wsi_pipeline.slide import describe_slide, open_slide, thumbnail
 from wsi_pipeline.slide.identity import slide_file_identity
-from wsi_pipeline.stages import ProgressFn, aggregate_scores, score_tiles, select_tissue_cells, summarise
+from wsi_pipeline.stages import (
+    ProgressFn,
+    aggregate_scores,
+    domain_warnings,
+    score_tiles,
+    select_tissue_cells,
+    summarise,
+)
 from wsi_pipeline.summary import Timings
 from wsi_pipeline.tiling import plan_grid
 from wsi_pipeline.tissue import detect_tissue
@@ -77,6 +84,7 @@ def run_slide(
         with _timed(times, "tissue_s"):
             mask = detect_tissue(reader, slide.mpp)
             cells = select_tissue_cells(slide, grid, mask, options.tissue_threshold)
+            warnings = domain_warnings(reader, grid, cells, model)
         scores = score_tiles(reader, grid, cells, model, device, options, progress)
         check_finite_outputs(scores.probs, str(slide.shown_path), "tiles")  # NaN is not "no tumour"
         with _timed(times, "thumbnail_s"):
@@ -86,7 +94,7 @@ def run_slide(
 
     stats = scores.stats
     timings = Timings(**times, read_s=stats.read_s, infer_s=stats.infer_s, wait_s=stats.wait_s)
-    summary = summarise(slide, grid, mask, scores, slide_aggregate, model, options, timings)
+    summary = summarise(slide, grid, mask, scores, slide_aggregate, model, options, timings, warnings)
     summary = dataclasses.replace(summary, slide_file=slide_file)
     out_dir = slide_out_dir(out_root, slide_path)
     result = SlideResult(slide_path, out_dir, summary, grid, scores, heatmap, slide_aggregate, thumb)

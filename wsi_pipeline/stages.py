@@ -19,6 +19,7 @@ import torch
 
 from wsi_pipeline import __version__
 from wsi_pipeline.aggregation import SlideAggregate, aggregate, build_heatmap, smoothing_window
+from wsi_pipeline.domain import check_domain, sample_rows
 from wsi_pipeline.errors import NoTissueError
 from wsi_pipeline.inference import TileInference, TileScores
 from wsi_pipeline.inference.engine import BlockReader
@@ -36,9 +37,11 @@ ProgressFn = Callable[[int, int], None]
 
 def select_tissue_cells(slide: SlideInfo, grid: TileGrid, mask: TissueMask, threshold: float) -> np.ndarray:
     """``(N, 2)`` int64 ``(row, col)`` of the grid cells whose tile is at least ``threshold`` tissue
-    (and not glass only), row-major; :class:`NoTissueError` when there is none."""
+    (and not glass only), row-major; :class:`NoTissueError` when there is none. A tile overhanging
+    the slide's edge is judged by its part inside the slide."""
     tiles = grid.tiles()
-    fractions = mask.tile_fractions(tiles.x, tiles.y, grid.tile_size0, grid.tile_size0)
+    size = grid.tile_size0
+    fractions = mask.tile_fractions(tiles.x, tiles.y, size, size, within_slide=True)
     keep = (fractions >= threshold) & (fractions > 0)
     cells = np.column_stack([tiles.rows[keep], tiles.cols[keep]]).astype(np.int64)
     if len(cells) == 0:
@@ -57,6 +60,20 @@ def grid_block_reader(reader: SlideReader, grid: TileGrid) -> BlockReader:
         return read_region_at_mpp(reader, r.x0, r.y0, r.width0, r.height0, r.out_w, r.out_h)
 
     return read_block
+
+
+def domain_warnings(
+    reader: SlideReader, grid: TileGrid, cells: np.ndarray, model: LoadedModel
+) -> tuple[str, ...]:
+    """The out-of-domain warning (:mod:`wsi_pipeline.domain`) from up to 256 tissue tiles spread over
+    ``cells``, read at the model's resolution; none when the model records no statistics."""
+    stats = model.config.domain
+    if stats is None or len(cells) == 0:
+        return ()
+    read_block = grid_block_reader(reader, grid)
+    tiles = np.stack([read_block(int(r), int(c), 1, 1) for r, c in cells[sample_rows(len(cells))]])
+    warning = check_domain(stats, tiles).warning()
+    return () if warning is None else (warning,)
 
 
 def score_tiles(
@@ -103,6 +120,7 @@ def summarise(
     model: LoadedModel,
     options: InferenceOptions,
     timings: Timings,
+    warnings: tuple[str, ...] = (),
 ) -> SlideSummary:
     """The summary of one analysed slide from the stages' hand-offs."""
     agg, config = slide_aggregate, model.config
@@ -140,4 +158,5 @@ def summarise(
         created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         mask_shape=(int(mask.mask.shape[0]), int(mask.mask.shape[1])),
         timings=timings,
+        warnings=tuple(warnings),
     )

@@ -89,6 +89,8 @@ class SlideSummary:
     timings: Timings = field(default_factory=Timings)
     #: The slide file analysed (path, size, mtime, content digest): with ``params_hash`` the resume key.
     slide_file: SlideFile | None = None
+    #: Cautions about the result, e.g. the out-of-domain warning (:mod:`wsi_pipeline.domain`).
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not (math.isnan(self.slide_score) or 0.0 <= self.slide_score <= 1.0):
@@ -108,6 +110,7 @@ class SlideSummary:
         rounded = {key: round(getattr(stats, key), _DIGITS) for key in _STAT_TIMES}
         object.__setattr__(self, "inference", dataclasses.replace(stats, **rounded))
         object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
         object.__setattr__(self, "mask_shape", (int(self.mask_shape[0]), int(self.mask_shape[1])))
 
     # -- what readers ask for ------------------------------------------------------
@@ -145,6 +148,7 @@ class SlideSummary:
             "tumor_area_mm2": self.tumor_area_mm2,
             "largest_tumor_region_mm": self.largest_tumor_region_mm,
             "category": self.category,
+            "warnings": list(self.warnings),
             "n_tiles_total": self.n_tiles_total,
             "n_tiles_tissue": self.n_tiles_tissue,
             "mpp": self.mpp,
@@ -236,6 +240,7 @@ def _from_dict(data: dict[str, Any]) -> SlideSummary:
         tumor_area_mm2=data["tumor_area_mm2"],
         largest_tumor_region_mm=data["largest_tumor_region_mm"],
         category=data["category"],
+        warnings=tuple(data["warnings"]),
         n_tiles_total=data["n_tiles_total"],
         n_tiles_tissue=data["n_tiles_tissue"],
         grid=GridDescription(

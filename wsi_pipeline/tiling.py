@@ -10,7 +10,10 @@ Heatmap geometry: heatmap cell ``(r, c)`` holds the prediction for the tile whos
 corner is ``(origin_x + c * stride0, origin_y + r * stride0)`` (level-0, fractional allowed). Its
 footprint (:class:`CellGeometry`) is the ``stride0``-sized square centred on that tile, so cells tile
 the plane without overlap (with stride = tile size the footprint is the tile itself; with stride =
-32 model px, the PCam label square). Only tiles entirely inside the slide are on the grid.
+32 model px, the PCam label square). The grid covers the whole slide: it holds every cell whose
+footprint starts inside the slide, so the last column and row of tiles may overhang the right and
+bottom edges (their pixels beyond the slide read as white background, see
+:func:`~wsi_pipeline.slide.regions.read_region_at_mpp`). A slide smaller than one tile has an empty grid.
 :meth:`TileGrid.describe` is the one description of all this that outputs record.
 """
 
@@ -180,7 +183,7 @@ class TileGrid:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """(rows, cols): only tiles lying entirely inside the slide."""
+        """(rows, cols): every cell whose footprint starts inside the slide (edge tiles overhang)."""
         return (
             _count(self.slide_height - self.origin_y, self.tile_size0, self.stride0),
             _count(self.slide_width - self.origin_x, self.tile_size0, self.stride0),
@@ -289,6 +292,9 @@ def plan_grid(slide: SlideInfo, patch_size: int, model_mpp: float, stride: int |
 
 
 def _count(extent: float, tile: float, stride: float) -> int:
+    """Cells along one axis: none when the slide is smaller than one tile, else every cell whose
+    footprint (``stride`` wide, centred on its tile) starts inside the slide."""
     if extent + _EPS * max(1.0, tile) < tile:
         return 0
-    return int(math.floor((extent - tile) / stride + _EPS)) + 1
+    inset = (tile - stride) / 2.0
+    return max(1, int(math.ceil((extent - inset) / stride - _EPS)))

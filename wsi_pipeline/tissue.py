@@ -1,9 +1,16 @@
 """Tissue detection on a low-resolution thumbnail.
 
-Pixels are tissue when their HSV saturation exceeds an Otsu threshold (clamped to
-``[min_saturation, max_saturation]`` so all-glass and all-tissue slides behave), they are not
-near-white and not black (scanner borders). The mask is then cleaned by a morphological closing,
-small holes are filled and small objects dropped. :class:`TissueMask` answers "what fraction of
+A pixel is tissue when it is not black (scanner borders) and either
+
+* stained: its HSV saturation exceeds an Otsu threshold (clamped to ``[min_saturation,
+  max_saturation]`` so all-glass and all-tissue slides behave) and it is not near-white, or
+* pale (fat, loose stroma, faint eosin): darker than the slide's own glass by ``pale_delta``
+  grey levels, or textured (local standard deviation above ``texture_level``) while darker than
+  the glass by ``texture_delta``. The glass level is the median darkest channel of the unsaturated,
+  not pure-white pixels (so white padding outside the scanned area does not count as glass).
+
+The mask is then cleaned by a morphological closing, small holes are filled and small objects
+dropped. :class:`TissueMask` answers "what fraction of
 this level-0 rectangle is tissue" for many tiles at once through an integral image.
 """
 
@@ -18,7 +25,7 @@ from skimage.filters import gaussian, threshold_otsu
 from skimage.morphology import disk
 
 from wsi_pipeline.slide.base import SlideReader
-from wsi_pipeline.slide.regions import thumbnail
+from wsi_pipeline.slide.regions import source_downsample, thumbnail
 
 
 @dataclass(frozen=True)
@@ -31,9 +38,14 @@ class TissueParams:
     max_saturation: float = 0.15
     white_level: int = 235  # a pixel whose darkest channel is above this is glass
     black_level: int = 25  # a pixel whose brightest channel is below this is a black border
-    closing_um: float = 16.0
+    pale_delta: float = 15.0  # grey levels below the glass that make an unsaturated pixel tissue
+    texture_level: float = 4.0  # local std (3x3 mask px) of the darkest channel that marks texture
+    texture_delta: float = 10.0  # ... for a textured pixel at least this much darker than the glass
+    max_source_px: float = 2.0**30  # largest pyramid level the thumbnail may be read from (~32k^2 px)
+    time_limit_s: float = 300.0  # longest the thumbnail read may take
+    closing_um: float = 24.0
     min_object_um2: float = 2000.0
-    max_hole_um2: float = 5000.0
+    max_hole_um2: float = 10000.0
 
 
 @dataclass(frozen=True)
@@ -76,11 +88,15 @@ class TissueMask:
         table[1:, 1:] = self.mask.astype(np.int64).cumsum(0).cumsum(1)
         return table
 
-    def tile_fractions(self, xs: np.ndarray, ys: np.ndarray, w0: float, h0: float) -> np.ndarray:
+    def tile_fractions(
+        self, xs: np.ndarray, ys: np.ndarray, w0: float, h0: float, within_slide: bool = False
+    ) -> np.ndarray:
         """Tissue fraction (0..1) of each level-0 rectangle ``(xs[k], ys[k], w0, h0)``, vectorised.
 
         Rectangle edges are rounded to the nearest mask pixel edge (at least one pixel, the one
-        holding the rectangle's centre); parts outside the mask count as no tissue.
+        holding the rectangle's centre). Parts outside the mask (the slide) count as no tissue, or,
+        with ``within_slide``, not at all: the fraction is then of the rectangle's part inside the
+        slide (0 when none), so a tile overhanging the slide's edge is judged by what it shows.
         """
         xs = np.asarray(xs, dtype=np.float64)
         ys = np.asarray(ys, dtype=np.float64)
@@ -92,6 +108,9 @@ class TissueMask:
         ci0, ci1 = np.clip(i0, 0, height), np.clip(i1, 0, height)
         table = self._integral
         inside = table[ci1, cj1] - table[ci0, cj1] - table[ci1, cj0] + table[ci0, cj0]
+        if within_slide:
+            area = (cj1 - cj0) * (ci1 - ci0)
+            return np.where(area > 0, inside / np.maximum(area, 1), 0.0)
         return inside / area
 
     def fraction_in(self, x0: float, y0: float, w0: float, h0: float) -> float:
@@ -128,7 +147,8 @@ def tissue_mask_from_rgb(
     except ValueError:  # constant image
         otsu = params.min_saturation
     threshold = float(np.clip(otsu, params.min_saturation, params.max_saturation))
-    mask = (saturation > threshold) & (low < params.white_level) & (high > params.black_level)
+    stained = (saturation > threshold) & (low < params.white_level)
+    mask = (stained | _pale_tissue(low, saturation, params)) & (high > params.black_level)
     radius = int(round(params.closing_um / um_per_px))
     if radius >= 1 and mask.any():
         mask = ndimage.binary_closing(np.pad(mask, radius), disk(radius))[radius:-radius, radius:-radius]
@@ -136,6 +156,24 @@ def tissue_mask_from_rgb(
     mask = _fill_small_holes(mask, params.max_hole_um2 / px_area)
     mask = _remove_small_objects(mask, params.min_object_um2 / px_area)
     return mask, threshold
+
+
+def glass_level(low: np.ndarray, saturation: np.ndarray, params: TissueParams) -> float:
+    """Grey level of the slide's glass: the median darkest channel of unsaturated pixels that are
+    neither pure white (padding, overexposure) nor dark; ``white_level`` when there are too few."""
+    flat = (saturation < params.min_saturation) & (low < 250) & (low > 150)
+    if flat.sum() < 0.01 * low.size:
+        return float(params.white_level)
+    return float(np.median(low[flat]))
+
+
+def _pale_tissue(low: np.ndarray, saturation: np.ndarray, params: TissueParams) -> np.ndarray:
+    """Unsaturated tissue: darker than the glass, or textured and somewhat darker."""
+    glass = glass_level(low, saturation, params)
+    mean = ndimage.uniform_filter(low, 3)
+    std = np.sqrt(np.maximum(ndimage.uniform_filter(low * low, 3) - mean * mean, 0.0))
+    textured = (std > params.texture_level) & (low < glass - params.texture_delta)
+    return (low < glass - params.pale_delta) | textured
 
 
 def _remove_small_objects(mask: np.ndarray, min_pixels: float) -> np.ndarray:
@@ -164,14 +202,19 @@ def detect_tissue(
     reader: SlideReader, mpp: float | None = None, params: TissueParams | None = None
 ) -> TissueMask:
     """Tissue mask of a slide from a thumbnail at ``params.mask_mpp`` um/px (``mpp`` = level-0 um/px,
-    or None when unknown: the thumbnail then fits ``max_mask_size / 4``)."""
+    or None when unknown: the thumbnail then fits ``max_mask_size / 4``).
+
+    The thumbnail comes from a pyramid level of at most ``params.max_source_px`` pixels (coarser
+    than asked if need be) within ``params.time_limit_s``; a slide with no such level raises
+    :class:`~wsi_pipeline.errors.SlideTooLargeError` before anything is read."""
     params = params or TissueParams()
     width, height = reader.dimensions
     if mpp:
         downsample = max(params.mask_mpp / mpp, max(width, height) / params.max_mask_size, 1.0)
     else:
         downsample = max(max(width, height) / (params.max_mask_size / 4), 1.0)
-    thumb = thumbnail(reader, downsample=downsample)
+    downsample = source_downsample(reader, downsample, params.max_source_px)
+    thumb = thumbnail(reader, downsample=downsample, time_limit_s=params.time_limit_s)
     scale_x, scale_y = width / thumb.shape[1], height / thumb.shape[0]
     um_per_px = mpp * (scale_x + scale_y) / 2 if mpp else None
     mask, threshold = tissue_mask_from_rgb(thumb, um_per_px, params)

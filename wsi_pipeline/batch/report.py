@@ -27,6 +27,7 @@ class SlideRow:
     seconds: float | None = None
     error: str = ""
     worker: str = ""
+    warnings: tuple[str, ...] = ()  # the slide summary's (run_summary.json only)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -120,8 +120,8 @@ def run_batch(
     complete, intact and made from the same slide file with the same model and parameters are
     skipped (``resume``). A bad slide fails alone and is recorded; a worker that dies mid-slide gets
     that slide rerun elsewhere. Writes ``run_summary.csv``/``.json`` into ``out_root`` and returns
-    the report. Progress goes to ``echo``, one ``error: ...`` line per failed slide to ``echo_err``
-    (default: stderr).
+    the report. Progress goes to ``echo``, one ``error: ...`` line per failed slide and one
+    ``warning: ...`` line per slide warning to ``echo_err`` (default: stderr).
     """
     started = time.perf_counter()
     options = options or InferenceOptions()
@@ -159,6 +159,7 @@ def run_batch(
                 slide_score=summary.slide_score,
                 n_tiles_tissue=summary.n_tiles_tissue,
                 seconds=0.0,
+                warnings=summary.warnings,
             )
         if plan.todo:
             local_plan = None if scheduler else plan_workers(workers, options.device)
@@ -185,4 +186,6 @@ def run_batch(
     for row in report.rows:
         if row.status == "failed":
             echo_err(f"error: {row.error}")
+        for warning in row.warnings:
+            echo_err(f"warning: {Path(row.slide).name}: {warning}")
     return report

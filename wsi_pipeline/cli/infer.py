@@ -65,6 +65,8 @@ def infer_one(
         f"{slide.name}: slide_score {s.slide_score:.3f}, {s.category}, "
         f"{s.n_tiles_tissue} tissue tiles -> {result.out_dir}"
     )
+    for warning in s.warnings:
+        (echo_err or (lambda text: click.echo(text, err=True)))(f"warning: {slide.name}: {warning}")
     return result
 
 

@@ -1,4 +1,4 @@
-"""``wsi-pipeline``: umbrella command (demo, export, models, ensemble)."""
+"""``wsi-pipeline``: umbrella command (demo, export, models, ensemble, domain-stats)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,31 @@ def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str, data: P
         )
     save_model(out_dir, module, config, train_hashes=members_train_hashes(models))
     click.echo(f"wrote {out_dir} ({len(models)} members)")
+
+
+@cli.command("domain-stats")
+@standard_options("wsi-pipeline domain-stats")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The model's training dataset (its recorded validation split is left out).",
+)
+@click.option("--patches", type=click.IntRange(min=2), default=4000, help="Training patches to sample.")
+def domain_stats_command(model_dir: Path, data: Path, patches: int) -> None:
+    """Record the training patches' stain/texture statistics in MODEL_DIR's config.json, for the
+    out-of-domain warning of wsi-infer (trained models get them from wsi-train)."""
+    from wsi_pipeline.evaluation.validation import domain_statistics_for_model
+    from wsi_pipeline.models.config import ModelConfig
+
+    config = ModelConfig.load(model_dir)
+    config.domain = domain_statistics_for_model(config.data, data, n_patches=patches)
+    path = config.save(model_dir)
+    click.echo(
+        f"wrote domain statistics of {config.domain.n_patches} training patches to {path} "
+        f"(limit {config.domain.threshold:.2f} at the {config.domain.quantile:g} quantile)"
+    )
 
 
 for _command in (demo_command, export_command, view_command):

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_pipeline.domain import DEFAULT_PATCHES, DomainStats, domain_statistics
 from wsi_pipeline.errors import DatasetError, ModelError
 from wsi_pipeline.evaluation.report import binary_metrics
 from wsi_pipeline.models.io import LoadedModel
@@ -49,3 +50,19 @@ def validation_metrics(model: LoadedModel, data_path: Path | str, seed: int = 0)
     metrics = binary_metrics(labels, model.predict_proba(images), seed=seed)
     metrics["split"] = "validation"
     return metrics
+
+
+def domain_statistics_for_model(
+    config_data: dict[str, Any], data_path: Path | str, n_patches: int = DEFAULT_PATCHES, seed: int = 0
+) -> DomainStats:
+    """:class:`~wsi_pipeline.domain.DomainStats` of up to ``n_patches`` training patches of a model: the
+    dataset at ``data_path`` minus the validation split its config records (``data.split``)."""
+    from wsi_pipeline.data import load_arrays, open_patch_dataset
+
+    dataset = open_patch_dataset(data_path)
+    labels = np.asarray(dataset.labels)
+    train = np.setdiff1d(np.arange(len(labels)), validation_indices(config_data, labels))
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(train, min(n_patches, len(train)), replace=False))
+    images, _ = load_arrays(dataset, chosen)
+    return domain_statistics(images, source=f"{len(chosen)} training patches of {Path(data_path).name}")

@@ -9,6 +9,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+from wsi_pipeline.domain import DomainStats
 from wsi_pipeline.errors import ModelConfigError, ModelError
 from wsi_pipeline.models.registry import check_model_kwargs
 from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
@@ -43,6 +44,8 @@ class ModelConfig:
     data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    #: Training patches' stain/texture statistics for the out-of-domain warning (None: no check).
+    domain: DomainStats | None = None
     format_version: int = 1
 
     def __post_init__(self) -> None:
@@ -88,6 +91,8 @@ class ModelConfig:
             raise ModelConfigError("model config: class_names must name 2 classes (normal, tumour)")
         if self.stain_normalization is not None and not isinstance(self.stain_normalization, dict):
             raise ModelConfigError("model config: stain_normalization must be a mapping or null")
+        if self.domain is not None:
+            self.domain = DomainStats.from_dict(self.domain)
 
     @property
     def input_size(self) -> int:

@@ -145,6 +145,7 @@ def combine_models(
         name=name,
         **{field_name: getattr(first, field_name) for field_name in SHARED_INPUT_FIELDS},
         data=dict(first.data),
+        domain=first.domain,  # the members' patches (trained alike); None when the first has none
         training={
             "ensemble_of": [
                 {"path": str(m.path), "weights_sha256": m.weights_sha256, "training": m.config.training}

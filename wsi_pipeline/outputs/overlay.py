@@ -1,7 +1,7 @@
 """``overlay.png``: a review picture of the slide: the thumbnail (longest side up to
 :data:`OVERLAY_MAX_SIDE` px) with the heatmap over it, transparent below a low probability so normal
 H&E shows, the tumour regions outlined and numbered, a thin outline around the tissue that was
-analysed, a scale bar, a title with the slide-level call and a colour bar.
+analysed, a scale bar, a title with the slide-level call (and the first warning, if any) and a colour bar.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def write(folder: Path, result: SlideResult) -> None:
     thumb_downsample = (width / thumb.shape[1] + height / thumb.shape[0]) / 2.0
     call = summary.category if summary.n_tumor_regions else "no metastasis found"
     title = f"{summary.slide_name}: {call}, slide score {summary.slide_score:.3f}"
+    if summary.warnings:  # e.g. out of domain: the call is shown with its caveat
+        title += f" (warning: {summary.warnings[0].split(' (')[0]})"
     write_overlay_png(
         folder / NAME,
         thumb,

@@ -10,11 +10,13 @@ are processed in blocks, so memory stays bounded even for slides without a pyram
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from PIL import Image
 from scipy import sparse
 
+from wsi_pipeline.errors import SlideTooLargeError
 from wsi_pipeline.slide.base import SlideReader
 
 MAX_BLOCK = 2048  # level pixels per side read at once
@@ -29,11 +31,14 @@ def read_region_at_mpp(
     out_w: int,
     out_h: int,
     max_block: int = MAX_BLOCK,
+    deadline: float | None = None,
 ) -> np.ndarray:
     """RGB uint8 ``(out_h, out_w, 3)`` image of the level-0 rectangle ``(x0, y0, width0, height0)``.
 
     Coordinates may be fractional. To read at a target resolution, pass
     ``width0 = out_w * target_mpp / slide_mpp`` (same for height). Outside the slide is white.
+    ``deadline`` (``time.monotonic()`` seconds): :class:`SlideTooLargeError` when a block-wise read
+    is still running then.
     """
     out_w, out_h = int(out_w), int(out_h)
     if out_w <= 0 or out_h <= 0 or width0 <= 0 or height0 <= 0:
@@ -50,6 +55,11 @@ def read_region_at_mpp(
     for oy in range(0, out_h, block_h):
         oh = min(block_h, out_h - oy)
         for ox in range(0, out_w, block_w):
+            if deadline is not None and time.monotonic() > deadline:
+                raise SlideTooLargeError(
+                    f"{reader.path}: reading {width0:.0f} x {height0:.0f} level-0 px from level {level} "
+                    "ran past its time limit; the slide is too large to process without a pyramid"
+                )
             ow = min(block_w, out_w - ox)
             out[oy : oy + oh, ox : ox + ow] = _read_block(
                 reader, level, lds, x0 + ox * fx, y0 + oy * fy, fx, fy, ow, oh
@@ -128,10 +138,12 @@ def thumbnail(
     max_size: int | None = 1024,
     downsample: float | None = None,
     max_block: int = MAX_BLOCK,
+    time_limit_s: float | None = None,
 ) -> np.ndarray:
     """Whole-slide RGB thumbnail at ``downsample`` (level-0 px per thumbnail px) or fitting ``max_size``.
 
     The level-0 px per thumbnail px along x and y are ``dimensions / thumbnail.shape``.
+    :class:`SlideTooLargeError` when reading takes longer than ``time_limit_s`` seconds.
     """
     width, height = reader.dimensions
     if downsample is None:
@@ -141,4 +153,29 @@ def thumbnail(
     downsample = max(float(downsample), 1e-9)
     out_w = max(1, round(width / downsample))
     out_h = max(1, round(height / downsample))
-    return read_region_at_mpp(reader, 0, 0, width, height, out_w, out_h, max_block=max_block)
+    deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+    return read_region_at_mpp(
+        reader, 0, 0, width, height, out_w, out_h, max_block=max_block, deadline=deadline
+    )
+
+
+def source_downsample(reader: SlideReader, downsample: float, max_source_px: float) -> float:
+    """The downsample to read a whole-slide thumbnail at, at least ``downsample``, so that the pyramid
+    level it is read from holds at most ``max_source_px`` pixels (a coarser level when the one for
+    ``downsample`` is larger). :class:`SlideTooLargeError` when no level is that small."""
+    sizes = [w * h for w, h in reader.level_dimensions]
+    if sizes[reader.best_level_for_downsample(downsample)] <= max_source_px:
+        return downsample
+    fits = [ds for size, ds in zip(sizes, reader.level_downsamples, strict=True) if size <= max_source_px]
+    if fits:
+        return max(downsample, min(fits))
+    width, height = reader.dimensions
+    raise SlideTooLargeError(
+        f"{reader.path}: slide of {width} x {height} px has no pyramid level of at most "
+        f"{_pixels(max_source_px)} (the smallest holds {_pixels(min(sizes))}): too large to "
+        "process without a pyramid; save it as a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)"
+    )
+
+
+def _pixels(count: float) -> str:
+    return f"{count / 1e9:.3g} Gpx" if count >= 1e9 else f"{count / 1e6:.3g} Mpx"

@@ -19,6 +19,7 @@ from wsi_pipeline.testing.slides import (
     build_patch_mosaic,
     gradient_image,
     pyramid_levels,
+    write_empty_giant_tiff,
     write_ome_tiff,
     write_pyramidal_tiff,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "pyramid_levels",
     "sample_summary",
     "save_probe_model",
+    "write_empty_giant_tiff",
     "write_leica_scn",
     "write_ome_tiff",
     "write_pyramidal_tiff",

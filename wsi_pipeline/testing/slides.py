@@ -5,6 +5,8 @@
 * :func:`write_ome_tiff` - OME-TIFF with the pyramid in SubIFDs (OpenSlide sees one level, tifffile all).
 * :func:`build_patch_mosaic` - 96x96 patches in a grid on a white background, with the truth grid.
 * :func:`gradient_image` - smooth RGB test image with known pixel values.
+* :func:`write_empty_giant_tiff` - a tiled TIFF without a pyramid that claims any size but stores no
+  tile data (a few hundred KB for 100,000 x 100,000 px; readers show white).
 """
 
 from __future__ import annotations
@@ -135,3 +137,21 @@ def build_patch_mosaic(
             image[r * PATCH : (r + 1) * PATCH, c * PATCH : (c + 1) * PATCH] = patch[..., :3]
             truth[r, c] = int(labels[index])
     return image, truth
+
+
+def write_empty_giant_tiff(
+    path: str | Path, width: int, height: int, mpp: float | None = 0.25, tile: int = 512
+) -> Path:
+    """A single-level tiled RGB TIFF of ``width x height`` px whose tiles are all empty (byte count 0):
+    a real file of the size a huge slide without a pyramid claims, written in well under a second."""
+    path = Path(path)
+    n_tiles = -(-width // tile) * -(-height // tile)
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        tif.write(
+            (b"" for _ in range(n_tiles)),
+            shape=(height, width, 3),
+            dtype=np.uint8,
+            photometric="rgb",
+            **_options(mpp, tile, "zlib"),
+        )
+    return path

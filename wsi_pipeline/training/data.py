@@ -1,5 +1,5 @@
 """Data preparation for a training run: sample, decode once into the cache, drop outliers, split,
-input statistics and stain-normalisation reference."""
+input statistics, stain-normalisation reference and the training patches' domain statistics."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 
 from wsi_pipeline.data import open_patch_dataset, stratified_sample, stratified_split
 from wsi_pipeline.data.cache import PatchCache, cache_dataset, open_cache
+from wsi_pipeline.domain import DEFAULT_PATCHES, DomainStats, domain_statistics
 from wsi_pipeline.errors import DatasetError
 from wsi_pipeline.training.config import TrainConfig
 
@@ -31,6 +32,7 @@ class TrainData:
     std: list[float]
     stain: dict[str, Any] | None
     summary: dict[str, Any]
+    domain: DomainStats | None = None  # for the out-of-domain warning at inference
 
     @property
     def images(self) -> np.ndarray:
@@ -90,7 +92,9 @@ def prepare_data(
 
         reference = cache.images[_subsample(train_rows, STAIN_REFERENCE, rng)]
         stain = fit_normalizer(config.stain_normalization, reference, seed=config.seed).to_dict()
-    return TrainData(cache, train_rows, val_rows, mean, std, stain, summary)
+    sample = _subsample(train_rows, DEFAULT_PATCHES, np.random.default_rng(config.seed))
+    domain = domain_statistics(cache.images[sample], source=f"{len(sample)} training patches")
+    return TrainData(cache, train_rows, val_rows, mean, std, stain, summary, domain)
 
 
 def _subsample(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -116,6 +116,7 @@ def train(
         stain_normalization=data.stain,
         data=data.summary,
         training=config.to_dict(),
+        domain=data.domain,
     )
     model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs lack it
     batch_size, lr = config.batch_size, config.lr
