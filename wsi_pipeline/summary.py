@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.aggregation import CATEGORIES
+from wsi_pipeline.diagnosis import LesionRecord, diagnosis_block
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.files import JsonDict, json_safe
 from wsi_pipeline.inference.scores import InferenceStats
@@ -86,8 +87,17 @@ class SlideSummary:
     mask_shape: tuple[int, int]
     outputs: tuple[str, ...] = ()
     timings: Timings = field(default_factory=Timings)
+    #: The decision rule applied: name, parameters, their sources, calibration (``lesions.rule_record``).
+    decision_rule: JsonDict = field(default_factory=dict)
+    lesions: tuple[LesionRecord, ...] = ()
+    #: Caveats for the reader (e.g. tissue unlike the training data); shown in the diagnosis block.
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lesions", tuple(self.lesions))
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
+        if len(self.lesions) != self.n_tumor_regions:
+            raise ValueError(f"{len(self.lesions)} lesion records for {self.n_tumor_regions} tumour regions")
         if not (math.isnan(self.slide_score) or 0.0 <= self.slide_score <= 1.0):
             raise ValueError(f"slide_score must be in [0, 1], got {self.slide_score}")
         if self.category not in CATEGORIES:
@@ -130,9 +140,14 @@ class SlideSummary:
         return self.grid.level
 
     # -- summary.json ------------------------------------------------------------------
+    def diagnosis(self) -> JsonDict:
+        """The block ``summary.json`` opens with (:func:`wsi_pipeline.diagnosis.diagnosis_block`)."""
+        return diagnosis_block(self.category, self.lesions, self.slide_score, self.warnings)
+
     def to_dict(self) -> JsonDict:
         grid, stats = self.grid, self.inference
         return {
+            "diagnosis": self.diagnosis(),
             "slide": self.slide,
             "slide_name": self.slide_name,
             "slide_score": self.slide_score,
@@ -142,6 +157,9 @@ class SlideSummary:
             "tumor_area_mm2": self.tumor_area_mm2,
             "largest_tumor_region_mm": self.largest_tumor_region_mm,
             "category": self.category,
+            "lesions": [json_safe(dataclasses.asdict(lesion)) for lesion in self.lesions],
+            "decision_rule": self.decision_rule,
+            "warnings": list(self.warnings),
             "n_tiles_total": self.n_tiles_total,
             "n_tiles_tissue": self.n_tiles_tissue,
             "mpp": self.mpp,
@@ -260,6 +278,9 @@ def _from_dict(data: dict[str, Any]) -> SlideSummary:
         mask_shape=tuple(tissue["mask_shape"]),
         outputs=tuple(data["outputs"]),
         timings=Timings(**timings),
+        decision_rule=data["decision_rule"],
+        lesions=tuple(LesionRecord(**{**x, "peak_cell": tuple(x["peak_cell"])}) for x in data["lesions"]),
+        warnings=tuple(data["warnings"]),
     )
     if json_safe(summary.to_dict()) != data:
         raise ValueError("fields or values differ from what this version writes")

@@ -148,6 +148,7 @@ def run_batch(
             slide_score=summary.slide_score,
             n_tiles_tissue=summary.n_tiles_tissue,
             seconds=0.0,
+            category=summary.category,
         )
     if plan.todo:
         local_plan = None if scheduler else plan_workers(workers, options.device)

@@ -68,4 +68,12 @@ def process_slide(
             slide_path, "failed", seconds=seconds, error=one_line_error(slide_path, exc), worker=worker
         )
     seconds = round(time.perf_counter() - start, 3)
-    return SlideRow(slide_path, "done", summary.slide_score, summary.n_tiles_tissue, seconds, worker=worker)
+    return SlideRow(
+        slide_path,
+        "done",
+        summary.slide_score,
+        summary.n_tiles_tissue,
+        seconds,
+        worker=worker,
+        category=summary.category,
+    )

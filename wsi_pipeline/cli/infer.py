@@ -61,7 +61,7 @@ def infer_one(
     bar.close()
     s = result.summary
     echo(
-        f"{slide.name}: slide_score {s.slide_score:.3f}, {s.category}, "
+        f"{slide.name}: slide_score {s.slide_score:.3f}, {s.diagnosis()['call']}, "
         f"{s.n_tiles_tissue} tissue tiles -> {result.out_dir}"
     )
     return result
@@ -146,9 +146,28 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
 @click.option(
     "--tumor-threshold",
     type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="Tumour probability from which a heatmap cell counts as tumour.",
+    default=None,
+    show_default=False,
+    help="Lesion rule 'low': calibrated probability from which a cell joins a candidate lesion "
+    "region (default: the model's decision_rule, else 0.5).",
+)
+@click.option(
+    "--lesion-threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    show_default=False,
+    help="Lesion rule 'high': confidence a region needs to be kept as a lesion; the slide score "
+    "reaches it exactly when a lesion is kept (default: the model's decision_rule, else 0.9).",
+)
+@click.option(
+    "--lesion-support",
+    "lesion_support_mm2",
+    metavar="MM2",
+    type=click.FloatRange(0, 100),
+    default=None,
+    show_default=False,
+    help="Lesion rule 'support_mm2': a region's confidence is the mean of its most confident cells "
+    "covering this area, missing cells counting 0 (default: the model's decision_rule, else 0.026).",
 )
 @click.option(
     "--num-readers", type=click.IntRange(min=1), default=2, show_default=True, help="Reader threads."
@@ -187,7 +206,9 @@ def cli(
     batch_size: int,
     device: str,
     tissue_threshold: float,
-    tumor_threshold: float,
+    tumor_threshold: float | None,
+    lesion_threshold: float | None,
+    lesion_support_mm2: float | None,
     num_readers: int,
     progress: bool,
     viewer: bool,
@@ -214,6 +235,8 @@ def cli(
         device=device,
         tissue_threshold=tissue_threshold,
         tumor_threshold=tumor_threshold,
+        lesion_threshold=lesion_threshold,
+        lesion_support_mm2=lesion_support_mm2,
         num_readers=num_readers,
         viewer=viewer,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.errors import ModelConfigError
+from wsi_pipeline.models.calibration import DEFAULT_RULE, Calibration, DecisionRule
 from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
 from wsi_pipeline.strict import build_dataclass
 
@@ -21,7 +22,10 @@ class ModelConfig:
 
     The model maps a float tensor ``(N, 3, patch_size, patch_size)`` (RGB scaled to
     [0, 1], then ``(x - mean) / std``) to one logit per patch; the tumour
-    probability is ``sigmoid(logit)``.
+    probability is ``sigmoid(logit / calibration.temperature)`` (temperature 1 without a
+    ``calibration`` section). ``decision_rule`` holds the lesion rule's parameters fitted for this
+    model (:data:`~wsi_pipeline.models.calibration.DEFAULT_RULE` without one). Both sections are
+    omitted from ``config.json`` when unset, so older configs read and save unchanged.
     """
 
     architecture: str
@@ -41,8 +45,16 @@ class ModelConfig:
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     format_version: int = 1
+    calibration: Calibration | None = None
+    decision_rule: DecisionRule | None = None
 
     def __post_init__(self) -> None:
+        for name, cls in (("calibration", Calibration), ("decision_rule", DecisionRule)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, build_dataclass(cls, value, f"model config: {name}", ModelConfigError))
+            elif value is not None and not isinstance(value, cls):
+                raise ModelConfigError(f"model config: {name} must be a mapping, got {value!r}")
         if not isinstance(self.architecture, str) or not self.architecture:
             raise ModelConfigError("model config: 'architecture' must be a non-empty string")
         if int(self.patch_size) <= 0:
@@ -59,8 +71,22 @@ class ModelConfig:
         """Side of the square the network actually sees."""
         return self.center_crop or self.patch_size
 
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature (1.0: plain sigmoid, no calibration recorded)."""
+        return 1.0 if self.calibration is None else self.calibration.temperature
+
+    @property
+    def rule(self) -> DecisionRule:
+        """The model's lesion rule parameters (the built-in default when none are recorded)."""
+        return DEFAULT_RULE if self.decision_rule is None else self.decision_rule
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for name in ("calibration", "decision_rule"):
+            if data[name] is None:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model config") -> ModelConfig:

@@ -62,7 +62,7 @@ def write(folder: Path, result: SlideResult) -> None:
     thumb, summary = result.thumbnail, result.summary
     width, height = summary.slide_info.dimensions
     thumb_downsample = (width / thumb.shape[1] + height / thumb.shape[0]) / 2.0
-    call = summary.category if summary.n_tumor_regions else "no metastasis found"
+    call = summary.diagnosis()["call"]
     title = f"{summary.slide_name}: {call}, slide score {summary.slide_score:.3f}"
     write_overlay_png(
         folder / NAME,
