@@ -18,6 +18,7 @@ from wsi_pipeline.cli.common import (
     is_quiet,
     model_option,
     progress_disable,
+    rule_options,
     run_cli,
     standard_options,
 )
@@ -143,32 +144,7 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
     show_default=True,
     help="Minimum tissue fraction for a tile to be analysed.",
 )
-@click.option(
-    "--tumor-threshold",
-    type=click.FloatRange(0, 1),
-    default=None,
-    show_default=False,
-    help="Lesion rule 'low': calibrated probability from which a cell joins a candidate lesion "
-    "region (default: the model's decision_rule, else 0.5).",
-)
-@click.option(
-    "--lesion-threshold",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=None,
-    show_default=False,
-    help="Lesion rule 'high': confidence a region needs to be kept as a lesion; the slide score "
-    "reaches it exactly when a lesion is kept (default: the model's decision_rule, else 0.9).",
-)
-@click.option(
-    "--lesion-support",
-    "lesion_support_mm2",
-    metavar="MM2",
-    type=click.FloatRange(0, 100),
-    default=None,
-    show_default=False,
-    help="Lesion rule 'support_mm2': a region's confidence is the mean of its most confident cells "
-    "covering this area, missing cells counting 0 (default: the model's decision_rule, else 0.026).",
-)
+@rule_options()
 @click.option(
     "--num-readers", type=click.IntRange(min=1), default=2, show_default=True, help="Reader threads."
 )

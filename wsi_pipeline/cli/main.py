@@ -9,6 +9,7 @@ import click
 from wsi_pipeline.cli.common import CONTEXT, run_cli, standard_options
 from wsi_pipeline.cli.demo import demo_command
 from wsi_pipeline.cli.export import export_command
+from wsi_pipeline.cli.slide_eval import calibrate_command, slide_eval_command
 from wsi_pipeline.viewer.command import view_command
 
 
@@ -65,7 +66,7 @@ def ensemble_command(models: tuple[Path, ...], out_dir: Path, name: str, data: P
     click.echo(f"wrote {out_dir} ({len(models)} members)")
 
 
-for _command in (demo_command, export_command, view_command):
+for _command in (demo_command, export_command, view_command, slide_eval_command, calibrate_command):
     cli.add_command(standard_options(f"wsi-pipeline {_command.name}")(_command))
 
 
