@@ -136,7 +136,16 @@ def resolve_rule(
     unknown = sorted(set(given) - set(base.parameters()))
     if unknown:
         raise ValueError(f"unknown rule parameter(s) {unknown}")
-    rule = replace(base, **given) if given else base
+    rule = (
+        replace(
+            base,
+            high=given.get("high", base.high),
+            low=given.get("low", base.low),
+            support_mm2=given.get("support_mm2", base.support_mm2),
+        )
+        if given
+        else base
+    )
     sources = {name: "CLI" if name in given else base_source for name in base.parameters()}
     return rule, sources
 
