@@ -1,7 +1,7 @@
 """``overlay.png``: a review picture of the slide: the thumbnail (longest side up to
 :data:`OVERLAY_MAX_SIDE` px) with the heatmap over it, transparent below a low probability so normal
-H&E shows, the tumour regions outlined and numbered, a thin outline around the tissue that was
-analysed, a scale bar, a title with the slide-level call and a colour bar.
+H&E shows, the lesions kept by the decision rule outlined and numbered, a thin outline around the
+tissue that was analysed, a scale bar, a title with the slide-level call and a colour bar.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _legend(
     x, y = at
     size = int(getattr(text_font, "size", 11))
     entries = [
-        (LESION_COLOR, f"tumour regions ({n_regions})"),
+        (LESION_COLOR, f"lesions ({n_regions})"),
         (ANALYSED_COLOR, "analysed tissue"),
         (None, f"tumour probability colours from {min_prob:g} (transparent below)"),
     ]
