@@ -77,7 +77,13 @@ def _simulation_options(defaults: dict[str, int], seed: int) -> Callable[[F], F]
                 help="Dask workers.",
             ),
             device_option(),
-            click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True),
+            click.option(
+                "--batch-size",
+                type=click.IntRange(min=1),
+                default=256,
+                show_default=True,
+                help="Tiles per model call.",
+            ),
         ]
         for option in reversed(options):
             func = option(func)
