@@ -1,4 +1,4 @@
-"""``wsi-pipeline``: umbrella command (demo, export, models, ensemble)."""
+"""``wsi-pipeline``: umbrella command (demo, export, models, ensemble, view, slide-eval, calibrate)."""
 
 from __future__ import annotations
 
