@@ -207,7 +207,7 @@ def calibrate_command(
     """Fit a model's calibration and decision rule and store them in its config.json.
 
     1. Temperature scaling on the model's recorded validation split (wsi-infer then reports
-       sigmoid(logit / T)). 2. Seeded simulated slides from the same split through the pipeline once;
+    sigmoid(logit / T)). 2. Seeded simulated slides from the same split through the pipeline once;
     the rule (low, support, high) re-applied over a grid on their heatmaps; the most sensitive rule
     meeting the operating point is kept. Check it on other slides with `wsi-pipeline slide-eval`
     (another --seed).
