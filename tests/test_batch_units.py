@@ -56,14 +56,16 @@ def test_bad_worker_requests_are_option_errors(workers, device, gpus, match):
 def test_run_summary_csv_and_json_twin(tmp_path):
     report = BatchReport(out_root=tmp_path, params_hash="abc", wall_seconds=2.5, n_workers=2)
     report.rows = [
-        SlideRow("a.tif", "done", 0.75, 12, 1.25, "", "host:1"),
-        SlideRow("b.tif", "skipped", 0.5, 3, 0.0),
+        SlideRow("a.tif", "done", 0.75, 12, 1.25, "", "host:1", category="micrometastasis"),
+        SlideRow("b.tif", "skipped", 0.5, 3, 0.0, category="none"),
         SlideRow("c.tif", "failed", error="c.tif: not a slide, with a comma"),
     ]
     csv_path, json_path = write_run_summary(report)
     rows = read_run_summary_csv(csv_path)
     assert [r["status"] for r in rows] == ["done", "skipped", "failed"]
     assert rows[0]["slide_score"] == "0.75" and rows[0]["n_tiles_tissue"] == "12"
+    assert list(rows[0])[:4] == ["slide", "status", "slide_score", "category"]
+    assert [r["category"] for r in rows] == ["micrometastasis", "none", ""]
     assert rows[2]["slide_score"] == "" and rows[2]["error"] == "c.tif: not a slide, with a comma"
     data = json.loads(json_path.read_text())
     assert (data["n_done"], data["n_skipped"], data["n_failed"]) == (1, 1, 1)

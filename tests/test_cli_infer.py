@@ -82,6 +82,8 @@ def test_options_reach_the_summary(tmp_path, slides, probe_dir):
         "device": "cpu",
         "tissue_threshold": 0.6,
         "tumor_threshold": 0.7,
+        "lesion_threshold": None,
+        "lesion_support_mm2": None,
         "num_readers": 2,
         "viewer": True,
     }

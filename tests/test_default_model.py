@@ -27,6 +27,11 @@ def test_default_model_loads_with_its_config() -> None:
     # Recorded validation figures (see MODEL_CARD.md); guards against shipping a broken model.
     assert cfg.metrics["auc"] > 0.975 and cfg.metrics["accuracy"] > 0.92 and cfg.metrics["n"] == 950
     assert cfg.metrics["auc_ci"][0] < cfg.metrics["auc"] < cfg.metrics["auc_ci"][1]
+    # Calibration and lesion rule fitted by `wsi-pipeline calibrate` on its validation split only.
+    assert cfg.calibration is not None and 0.5 < cfg.temperature < 3.0
+    assert cfg.calibration.fitted_on["patches"].startswith("the model's validation split")
+    assert cfg.decision_rule is not None and cfg.decision_rule.fitted_on["status"] == "met"
+    assert cfg.decision_rule.fitted_on["patches"].startswith("the model's validation split")
     # Every member was trained on the same split, so the ensemble's validation figures are honest.
     trainings = [m["training"] for m in cfg.training["ensemble_of"]]
     assert [t["model"] for t in trainings] == ["context_cnn"] * 2

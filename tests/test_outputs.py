@@ -11,10 +11,11 @@ import shapely
 from PIL import Image
 from shapely.geometry import shape
 
-from wsi_pipeline.aggregation import aggregate
 from wsi_pipeline.colormap import inferno
 from wsi_pipeline.errors import OutputError
 from wsi_pipeline.files import atomic_output_dir, json_safe
+from wsi_pipeline.lesions import apply_rule
+from wsi_pipeline.models.calibration import DecisionRule
 from wsi_pipeline.outputs.geojson import cells_to_geometry, tumour_features, write_geojson
 from wsi_pipeline.outputs.heatmap_zarr import read_heatmap_zarr, write_heatmap_zarr
 from wsi_pipeline.outputs.overlay import write_overlay_png
@@ -127,7 +128,7 @@ def test_geojson_is_a_qupath_annotation_collection(tmp_path):
     hm = np.zeros((10, 10), dtype=np.float32)
     hm[1:3, 1:4] = 0.9
     hm[7, 7] = 0.8
-    agg = aggregate(hm, cell_um=50.0, tumor_threshold=0.5)
+    agg = apply_rule(hm, 50.0, DecisionRule(high=0.8, low=0.5, support_mm2=0.0))
     geo = CellGeometry(0.0, 0.0, 100.0)
     write_geojson(tmp_path / "t.geojson", tumour_features(agg.regions, geo))
     data = json.loads((tmp_path / "t.geojson").read_text())
@@ -137,6 +138,9 @@ def test_geojson_is_a_qupath_annotation_collection(tmp_path):
         assert feature["properties"]["objectType"] == "annotation"
         assert feature["properties"]["classification"]["name"] == "Tumor"
         assert shape(feature["geometry"]).is_valid
+    assert sorted(f["properties"]["measurements"]["confidence"] for f in data["features"]) == pytest.approx(
+        [0.8, 0.9]
+    )
     areas = sorted(shape(f["geometry"]).area for f in data["features"])
     assert areas == [100.0**2, 6 * 100.0**2]
     assert shapely.box(100, 100, 400, 300).equals(

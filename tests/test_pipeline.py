@@ -141,6 +141,10 @@ def test_tissue_cells_and_nan_follow_the_layout(tmp_path, probe):
     assert s.n_tiles_total == tissue.size and s.n_tiles_tissue == tissue.sum()
 
 
+#: The lesion rule with a support of one cell: a region is kept when its top cell reaches 0.9.
+ONE_CELL_RULE = InferenceOptions(tumor_threshold=0.5, lesion_support_mm2=0.0)
+
+
 def _tumour_block_slide(tmp_path: Path) -> tuple[Path, np.ndarray]:
     """Pale-blue (low probe score) tissue with a 3 x 4 block of red (high score) cells."""
     cell0 = 64  # slide mpp 0.5, model 1.0 um/px, 32 px tiles
@@ -156,7 +160,7 @@ def _tumour_block_slide(tmp_path: Path) -> tuple[Path, np.ndarray]:
 
 def test_outputs_describe_the_tumour_region(tmp_path, probe):
     slide, layout = _tumour_block_slide(tmp_path)
-    result = run_slide(slide, tmp_path / "out", InferenceOptions(tumor_threshold=0.5), probe)
+    result = run_slide(slide, tmp_path / "out", ONE_CELL_RULE, probe)
     out = result.out_dir
     assert out == tmp_path / "out" / "tumour_block"
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
@@ -166,7 +170,7 @@ def test_outputs_describe_the_tumour_region(tmp_path, probe):
     p_tumour = probe_probability(np.full((2, 2, 3), (220, 40, 90), np.uint8), **PROBE_KWARGS)
     p_normal = probe_probability(np.full((2, 2, 3), (80, 60, 200), np.uint8), **PROBE_KWARGS)
     assert p_tumour > 0.9 > 0.1 > p_normal
-    assert s["slide_score"] == pytest.approx(p_tumour, abs=1e-3)  # a 3x4 block survives 3x3 smoothing
+    assert s["slide_score"] == pytest.approx(p_tumour, abs=1e-3)  # k = 1: the top cell's probability
     cell_mm = 64 * 0.5 / 1000
     assert s["tumor_area_mm2"] == pytest.approx(12 * cell_mm**2, rel=1e-3)
     assert s["largest_tumor_region_mm"] == pytest.approx(5 * cell_mm, rel=1e-3)  # 3x4 cells: diagonal 5
@@ -176,7 +180,13 @@ def test_outputs_describe_the_tumour_region(tmp_path, probe):
     assert s["mpp"] == pytest.approx(0.5) and s["level"] == 1
     assert s["model"]["architecture"] == "mean_intensity_probe"
     assert s["model"]["weights_sha256"] == probe.weights_sha256
-    assert s["params_hash"] == params_hash(probe, InferenceOptions(tumor_threshold=0.5))
+    assert s["params_hash"] == params_hash(probe, ONE_CELL_RULE)
+    assert list(s)[0] == "diagnosis" and s["diagnosis"]["call"] == "suspected isolated tumour cells"
+    assert s["diagnosis"]["largest_lesion_mm"] == 0.16 and s["diagnosis"]["n_lesions"] == 1
+    assert s["decision_rule"]["parameters"] == {"high": 0.9, "low": 0.5, "support_mm2": 0.0}
+    assert s["decision_rule"]["sources"] == {"high": "built-in default", "low": "CLI", "support_mm2": "CLI"}
+    assert s["decision_rule"]["calibration"] == {"temperature": 1.0, "source": "built-in default"}
+    assert s["lesions"][0]["confidence"] == pytest.approx(p_tumour, abs=1e-3) and s["warnings"] == []
     assert set(s["timings"]) >= {"read_s", "infer_s", "total_s"}
     assert s["software"]["wsi_pipeline"] and s["slide"] == str(slide.resolve())
 
@@ -206,9 +216,21 @@ def test_outputs_describe_the_tumour_region(tmp_path, probe):
     assert shape(feature["geometry"]).equals(shapely.box(3 * 64, 2 * 64, 7 * 64, 5 * 64))
 
 
+def test_the_default_rule_needs_more_support_than_a_small_block(tmp_path, probe):
+    """The 3x4-cell block (0.012 mm2) is below the default support (0.026 mm2 = 25 cells of 32 um):
+    no lesion, category none, and a score below the rule's high threshold."""
+    slide, _ = _tumour_block_slide(tmp_path)
+    s = run_slide(slide, tmp_path / "out", InferenceOptions(), probe).summary
+    assert s.category == "none" and s.n_tumor_regions == 0 and s.lesions == ()
+    p_tumour = probe_probability(np.full((2, 2, 3), (220, 40, 90), np.uint8), **PROBE_KWARGS)
+    assert s.slide_score == pytest.approx(12 * p_tumour / 25, abs=1e-3)  # 12 cells of the 25 k counts
+    assert s.slide_score < 0.9 and s.diagnosis()["call"] == "no metastasis suspected"
+    assert s.decision_rule["support_cells"] == 25
+
+
 def test_result_holds_in_memory_what_the_files_hold(tmp_path, probe):
     slide, _ = _tumour_block_slide(tmp_path)
-    result = run_slide(slide, tmp_path / "out", InferenceOptions(), probe)
+    result = run_slide(slide, tmp_path / "out", ONE_CELL_RULE, probe)
     heatmap, _ = read_heatmap_zarr(result.out_dir / "heatmap.zarr")
     np.testing.assert_array_equal(result.heatmap, heatmap)
     assert read_summary(result.out_dir) == result.summary
@@ -240,7 +262,7 @@ def test_a_new_output_format_is_one_registry_entry(tmp_path, probe, monkeypatch)
 
 def test_stride_smaller_than_tile_shifts_cell_footprints(tmp_path, probe):
     slide, layout = _tumour_block_slide(tmp_path)
-    result = run_slide(slide, tmp_path / "out", InferenceOptions(stride=16), probe)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(stride=16, lesion_support_mm2=0.0), probe)
     _, attrs = read_heatmap_zarr(result.out_dir / "heatmap.zarr")
     assert attrs["cell_size_level0_px"] == pytest.approx(32.0)
     assert attrs["cell_origin_level0"] == [16.0, 16.0]  # 32-px squares centred on 64-px tiles

@@ -49,7 +49,7 @@ def leica_result(tmp_path_factory):
     image[2 * CELL : 5 * CELL, 3 * CELL : 7 * CELL] = TUMOUR
     slide = write_leica_scn(root / "leica.scn", image, mpp=0.5, offset=BOUNDS)
     probe = load_probe_model(root / "probe", patch_size=32, mpp=1.0)
-    return run_slide(slide, root / "out", InferenceOptions(), probe)
+    return run_slide(slide, root / "out", InferenceOptions(lesion_support_mm2=0.0), probe)
 
 
 def test_the_reader_and_summary_record_the_bounds(leica_result):

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wsi_pipeline.aggregation import SCORE_METHOD, SlideAggregate
+from wsi_pipeline.aggregation import SlideAggregate
 from wsi_pipeline.devices import parse_device
 from wsi_pipeline.errors import ModelConfigError, OptionError
 from wsi_pipeline.inference import InferenceStats, TileScores
+from wsi_pipeline.lesions import SCORE_METHOD
 from wsi_pipeline.models import ModelConfig
 from wsi_pipeline.options import InferenceOptions
 from wsi_pipeline.slide import SlideInfo, check_mpp, describe_slide, open_slide
@@ -149,7 +150,11 @@ def test_slide_aggregate_checks_itself() -> None:
     assert agg.regions == () and agg.n_tumor_regions == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
         agg.slide_score = 1.0  # type: ignore[misc]
-    for change, match in (({"slide_score": 1.5}, "slide score"), ({"category": "big"}, "category")):
+    for change, match in (
+        ({"slide_score": 1.5}, "slide score"),
+        ({"category": "big"}, "category"),
+        ({"category": "micrometastasis"}, "kept region"),
+    ):
         with pytest.raises(ValueError, match=match):
             SlideAggregate(**{**kwargs, **change})  # type: ignore[arg-type]
 
@@ -161,7 +166,19 @@ def test_summary_round_trips_through_json() -> None:
     assert back == summary and back.to_json() == text
     assert (back.slide, back.slide_name, back.level) == ("/slides/sample.tif", "sample.tif", 1)
     data = json.loads(text)
-    assert list(data)[:3] == ["slide", "slide_name", "slide_score"] and list(data)[-2:] == [
+    assert data["diagnosis"] == {
+        "call": "suspected micrometastasis",
+        "largest_lesion_mm": 0.26,
+        "n_lesions": 1,
+        "score": 0.75,
+        "warnings": [],
+        "note": "suggestion of an automated model, for review by a pathologist; not a diagnosis",
+    }
+    assert data["lesions"][0]["confidence"] == 0.93 and data["lesions"][0]["peak_cell"] == [3, 4]
+    warned = sample_summary(warnings=("tissue unlike the training data",))
+    assert SlideSummary.from_json(warned.to_json()).warnings == warned.warnings
+    assert json.loads(warned.to_json())["diagnosis"]["warnings"] == ["tissue unlike the training data"]
+    assert list(data)[:3] == ["diagnosis", "slide", "slide_name"] and list(data)[-2:] == [
         "outputs",
         "timings",
     ]
@@ -195,6 +212,8 @@ def test_summary_checks_itself() -> None:
         sample_summary(n_tiles_tissue=10_000)
     with pytest.raises(ValueError, match="params_hash"):
         sample_summary(params_hash="h1")
+    with pytest.raises(ValueError, match="lesion records"):
+        sample_summary(lesions=())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from wsi_pipeline.models.io import LoadedModel
 
 #: Bumped whenever a change to the pipeline changes results for the same model and options.
-PIPELINE_VERSION = 2  # 2: edge tiles analysed, pale tissue kept, out-of-domain warning
+PIPELINE_VERSION = 2  # 2: edge tiles analysed, pale tissue kept, out-of-domain warning; calibrated
+# probabilities and the hysteresis-topk lesion rule
 
 #: Model config fields that record provenance, not how tiles are scored.
 _PROVENANCE = ("data", "metrics", "training", "name")
@@ -37,7 +38,10 @@ class InferenceOptions:
     batch_size: int = 256
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     tissue_threshold: float = 0.25  # min tissue fraction of a tile
-    tumor_threshold: float = 0.5  # probability above which a cell counts as tumour
+    # Lesion rule overrides (None: the model config's decision_rule, else the built-in default)
+    tumor_threshold: float | None = None  # rule "low": cells >= it grow candidate regions
+    lesion_threshold: float | None = None  # rule "high": a region's confidence needed to keep it
+    lesion_support_mm2: float | None = None  # rule "support_mm2": area whose top cells set confidence
     num_readers: int = 2  # background tile-reading threads
     viewer: bool = True  # also write viewer.html + its slide pyramid (does not change results)
 
@@ -60,10 +64,15 @@ class InferenceOptions:
         parse_device(self.device)
         if not isinstance(self.viewer, bool):
             raise OptionError(f"viewer must be True or False, got {self.viewer!r}")
-        for name in ("tissue_threshold", "tumor_threshold"):
+        for name in ("tissue_threshold", "tumor_threshold", "lesion_threshold"):
             value = getattr(self, name)
+            if value is None and name != "tissue_threshold":
+                continue
             if not (isinstance(value, Real) and 0.0 <= float(value) <= 1.0):
                 raise OptionError(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
+        support = self.lesion_support_mm2
+        if support is not None and not (isinstance(support, Real) and 0.0 <= float(support) <= 100.0):
+            raise OptionError(f"--lesion-support must be within [0, 100] mm2, got {support}")
 
     def to_dict(self) -> JsonDict:
         return {key: json_safe(value) for key, value in asdict(self).items()}
@@ -74,7 +83,21 @@ class InferenceOptions:
             "mpp": self.mpp,
             "stride": self.stride,
             "tissue_threshold": float(self.tissue_threshold),
-            "tumor_threshold": float(self.tumor_threshold),
+            "tumor_threshold": self.tumor_threshold,
+            "lesion_threshold": self.lesion_threshold,
+            "lesion_support_mm2": self.lesion_support_mm2,
+        }
+
+    def rule_overrides(self) -> dict[str, float | None]:
+        """The decision-rule parameters given as options, by rule parameter name (None: not given)."""
+
+        def number(value: float | None) -> float | None:
+            return None if value is None else float(value)
+
+        return {
+            "low": number(self.tumor_threshold),
+            "high": number(self.lesion_threshold),
+            "support_mm2": number(self.lesion_support_mm2),
         }
 
 

@@ -90,11 +90,11 @@ def run_slide(
         with _timed(times, "thumbnail_s"):
             thumb = thumbnail(reader, max_size=thumbnail_size(slide.dimensions))
     with _timed(times, "aggregate_s"):
-        heatmap, slide_aggregate = aggregate_scores(grid, scores, options.tumor_threshold)
+        heatmap, slide_aggregate, rule = aggregate_scores(grid, scores, model, options)
 
     stats = scores.stats
     timings = Timings(**times, read_s=stats.read_s, infer_s=stats.infer_s, wait_s=stats.wait_s)
-    summary = summarise(slide, grid, mask, scores, slide_aggregate, model, options, timings, warnings)
+    summary = summarise(slide, grid, mask, scores, slide_aggregate, model, options, timings, rule, warnings)
     summary = dataclasses.replace(summary, slide_file=slide_file)
     out_dir = slide_out_dir(out_root, slide_path)
     result = SlideResult(slide_path, out_dir, summary, grid, scores, heatmap, slide_aggregate, thumb)

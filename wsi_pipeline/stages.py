@@ -18,11 +18,14 @@ import numpy as np
 import torch
 
 from wsi_pipeline import __version__
-from wsi_pipeline.aggregation import SlideAggregate, aggregate, build_heatmap, smoothing_window
+from wsi_pipeline.aggregation import SlideAggregate, build_heatmap
+from wsi_pipeline.diagnosis import lesion_record
 from wsi_pipeline.domain import check_domain, sample_rows
-from wsi_pipeline.errors import NoTissueError
+from wsi_pipeline.errors import ModelConfigError, NoTissueError, OptionError
+from wsi_pipeline.files import JsonDict
 from wsi_pipeline.inference import TileInference, TileScores
 from wsi_pipeline.inference.engine import BlockReader
+from wsi_pipeline.lesions import apply_rule, resolve_rule, rule_record
 from wsi_pipeline.models.io import LoadedModel
 from wsi_pipeline.options import PIPELINE_VERSION, InferenceOptions, params_hash, result_params
 from wsi_pipeline.slide import SlideInfo, SlideReader, read_region_at_mpp
@@ -103,12 +106,24 @@ def score_tiles(
 
 
 def aggregate_scores(
-    grid: TileGrid, scores: TileScores, tumor_threshold: float
-) -> tuple[np.ndarray, SlideAggregate]:
-    """The heatmap (float32, NaN outside tissue) and the slide-level numbers derived from it."""
+    grid: TileGrid, scores: TileScores, model: LoadedModel, options: InferenceOptions
+) -> tuple[np.ndarray, SlideAggregate, JsonDict]:
+    """The heatmap (float32 calibrated probabilities, NaN outside tissue), the slide-level numbers
+    the decision rule derives from it, and the record of that rule (parameters and their sources)."""
     heatmap = build_heatmap(grid.shape, scores.cells, scores.probs)
-    window = smoothing_window(grid.patch_size, grid.stride_px)
-    return heatmap, aggregate(heatmap, grid.cell_um, tumor_threshold, window)
+    try:
+        rule, sources = resolve_rule(model.config.decision_rule, options.rule_overrides())
+    except ModelConfigError as exc:  # e.g. an overriding low above the model's high
+        raise OptionError(f"decision rule: {str(exc).removeprefix('decision_rule.')}") from None
+    config = model.config
+    record = rule_record(
+        rule,
+        sources,
+        grid.cell_um,
+        config.temperature,
+        "model config" if config.calibration is not None else "built-in default",
+    )
+    return heatmap, apply_rule(heatmap, grid.cell_um, rule), record
 
 
 def summarise(
@@ -120,6 +135,7 @@ def summarise(
     model: LoadedModel,
     options: InferenceOptions,
     timings: Timings,
+    decision_rule: JsonDict,
     warnings: tuple[str, ...] = (),
 ) -> SlideSummary:
     """The summary of one analysed slide from the stages' hand-offs."""
@@ -158,5 +174,7 @@ def summarise(
         created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         mask_shape=(int(mask.mask.shape[0]), int(mask.mask.shape[1])),
         timings=timings,
+        decision_rule=decision_rule,
+        lesions=tuple(lesion_record(r) for r in agg.regions),
         warnings=tuple(warnings),
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.aggregation import CATEGORIES
+from wsi_pipeline.diagnosis import LesionRecord, diagnosis_block
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.files import JsonDict, json_safe
 from wsi_pipeline.inference.scores import InferenceStats
@@ -89,10 +90,18 @@ class SlideSummary:
     timings: Timings = field(default_factory=Timings)
     #: The slide file analysed (path, size, mtime, content digest): with ``params_hash`` the resume key.
     slide_file: SlideFile | None = None
-    #: Cautions about the result, e.g. the out-of-domain warning (:mod:`wsi_pipeline.domain`).
+    #: The decision rule applied: name, parameters, their sources, calibration (``lesions.rule_record``).
+    decision_rule: JsonDict = field(default_factory=dict)
+    lesions: tuple[LesionRecord, ...] = ()
+    #: Cautions for the reader, e.g. the out-of-domain warning (:mod:`wsi_pipeline.domain`); shown in
+    #: the diagnosis block.
     warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lesions", tuple(self.lesions))
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
+        if len(self.lesions) != self.n_tumor_regions:
+            raise ValueError(f"{len(self.lesions)} lesion records for {self.n_tumor_regions} tumour regions")
         if not (math.isnan(self.slide_score) or 0.0 <= self.slide_score <= 1.0):
             raise ValueError(f"slide_score must be in [0, 1], got {self.slide_score}")
         if self.category not in CATEGORIES:
@@ -136,9 +145,14 @@ class SlideSummary:
         return self.grid.level
 
     # -- summary.json ------------------------------------------------------------------
+    def diagnosis(self) -> JsonDict:
+        """The block ``summary.json`` opens with (:func:`wsi_pipeline.diagnosis.diagnosis_block`)."""
+        return diagnosis_block(self.category, self.lesions, self.slide_score, self.warnings)
+
     def to_dict(self) -> JsonDict:
         grid, stats = self.grid, self.inference
         return {
+            "diagnosis": self.diagnosis(),
             "slide": self.slide,
             "slide_name": self.slide_name,
             "slide_score": self.slide_score,
@@ -148,6 +162,8 @@ class SlideSummary:
             "tumor_area_mm2": self.tumor_area_mm2,
             "largest_tumor_region_mm": self.largest_tumor_region_mm,
             "category": self.category,
+            "lesions": [json_safe(dataclasses.asdict(lesion)) for lesion in self.lesions],
+            "decision_rule": self.decision_rule,
             "warnings": list(self.warnings),
             "n_tiles_total": self.n_tiles_total,
             "n_tiles_tissue": self.n_tiles_tissue,
@@ -270,6 +286,8 @@ def _from_dict(data: dict[str, Any]) -> SlideSummary:
         outputs=tuple(data["outputs"]),
         timings=Timings(**timings),
         slide_file=None if data["slide_file"] is None else SlideFile.from_dict(data["slide_file"]),
+        decision_rule=data["decision_rule"],
+        lesions=tuple(LesionRecord(**{**x, "peak_cell": tuple(x["peak_cell"])}) for x in data["lesions"]),
     )
     if json_safe(summary.to_dict()) != data:
         raise ValueError("fields or values differ from what this version writes")

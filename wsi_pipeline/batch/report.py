@@ -12,7 +12,7 @@ from wsi_pipeline.files import JsonDict, json_safe, write_text_atomic
 
 CSV_NAME = "run_summary.csv"
 JSON_NAME = "run_summary.json"
-COLUMNS = ("slide", "status", "slide_score", "n_tiles_tissue", "seconds", "error", "worker")
+COLUMNS = ("slide", "status", "slide_score", "category", "n_tiles_tissue", "seconds", "error", "worker")
 STATUSES = ("done", "skipped", "failed")
 
 
@@ -28,6 +28,7 @@ class SlideRow:
     error: str = ""
     worker: str = ""
     warnings: tuple[str, ...] = ()  # the slide summary's (run_summary.json only)
+    category: str = ""  # the slide's call (summary.json "category"), for done and skipped slides
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

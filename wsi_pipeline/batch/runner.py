@@ -160,6 +160,7 @@ def run_batch(
                 n_tiles_tissue=summary.n_tiles_tissue,
                 seconds=0.0,
                 warnings=summary.warnings,
+                category=summary.category,
             )
         if plan.todo:
             local_plan = None if scheduler else plan_workers(workers, options.device)

@@ -76,4 +76,5 @@ def process_slide(
         seconds,
         worker=worker,
         warnings=summary.warnings,
+        category=summary.category,
     )

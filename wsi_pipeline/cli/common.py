@@ -185,3 +185,44 @@ class MppType(click.ParamType):
             return check_mpp(number, "--mpp")
         except OptionError as exc:
             self.fail(str(exc).removeprefix("--mpp "), param, ctx)
+
+
+def rule_options() -> Callable[[F], F]:
+    """``--tumor-threshold``, ``--lesion-threshold``, ``--lesion-support``: overrides of the model's
+    decision rule (:class:`~wsi_pipeline.models.calibration.DecisionRule`), ``None`` when not given."""
+    options = [
+        click.option(
+            "--tumor-threshold",
+            type=click.FloatRange(0, 1),
+            default=None,
+            show_default=False,
+            help="Lesion rule 'low': calibrated probability from which a cell joins a candidate lesion "
+            "region (default: the model's decision_rule, else 0.5).",
+        ),
+        click.option(
+            "--lesion-threshold",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=None,
+            show_default=False,
+            help="Lesion rule 'high': confidence a region needs to be kept as a lesion; the slide score "
+            "reaches it exactly when a lesion is kept (default: the model's decision_rule, else 0.9).",
+        ),
+        click.option(
+            "--lesion-support",
+            "lesion_support_mm2",
+            metavar="MM2",
+            type=click.FloatRange(0, 100),
+            default=None,
+            show_default=False,
+            help="Lesion rule 'support_mm2': a region's confidence is the mean of its most confident "
+            "cells covering this area, missing ones counting 0 (default: the model's decision_rule, "
+            "else 0.026).",
+        ),
+    ]
+
+    def decorate(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate

@@ -18,6 +18,7 @@ from wsi_pipeline.cli.common import (
     is_quiet,
     model_option,
     progress_disable,
+    rule_options,
     run_cli,
     standard_options,
 )
@@ -62,7 +63,7 @@ def infer_one(
     bar.close()
     s = result.summary
     echo(
-        f"{slide.name}: slide_score {s.slide_score:.3f}, {s.category}, "
+        f"{slide.name}: slide_score {s.slide_score:.3f}, {s.diagnosis()['call']}, "
         f"{s.n_tiles_tissue} tissue tiles -> {result.out_dir}"
     )
     for warning in s.warnings:
@@ -146,13 +147,7 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
     show_default=True,
     help="Minimum tissue fraction for a tile to be analysed.",
 )
-@click.option(
-    "--tumor-threshold",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="Tumour probability from which a heatmap cell counts as tumour.",
-)
+@rule_options()
 @click.option(
     "--num-readers", type=click.IntRange(min=1), default=2, show_default=True, help="Reader threads."
 )
@@ -191,7 +186,9 @@ def cli(
     batch_size: int,
     device: str,
     tissue_threshold: float,
-    tumor_threshold: float,
+    tumor_threshold: float | None,
+    lesion_threshold: float | None,
+    lesion_support_mm2: float | None,
     num_readers: int,
     progress: bool,
     viewer: bool,
@@ -223,6 +220,8 @@ def cli(
         device=device,
         tissue_threshold=tissue_threshold,
         tumor_threshold=tumor_threshold,
+        lesion_threshold=lesion_threshold,
+        lesion_support_mm2=lesion_support_mm2,
         num_readers=num_readers,
         viewer=viewer,
     )

@@ -1,4 +1,5 @@
-"""``wsi-pipeline``: umbrella command (demo, export, models, ensemble, domain-stats)."""
+"""``wsi-pipeline``: umbrella command (demo, export, models, ensemble, view, slide-eval, calibrate,
+domain-stats)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import click
 from wsi_pipeline.cli.common import CONTEXT, run_cli, standard_options
 from wsi_pipeline.cli.demo import demo_command
 from wsi_pipeline.cli.export import export_command
+from wsi_pipeline.cli.slide_eval import calibrate_command, slide_eval_command
 from wsi_pipeline.viewer.command import view_command
 
 
@@ -90,7 +92,7 @@ def domain_stats_command(model_dir: Path, data: Path, patches: int) -> None:
     )
 
 
-for _command in (demo_command, export_command, view_command):
+for _command in (demo_command, export_command, view_command, slide_eval_command, calibrate_command):
     cli.add_command(standard_options(f"wsi-pipeline {_command.name}")(_command))
 
 

@@ -47,6 +47,16 @@ def point_to_cells_distance(row: float, col: float, cells: np.ndarray) -> float:
     return float(np.hypot(dy, dx).min()) if len(cells) else float("inf")
 
 
+def match_target(row: float, col: float, lesions, tolerance: float) -> int | None:
+    """Index of the lesion a detection at ``(row, col)`` hits (nearest; non-ITC first on ties), or
+    ``None`` for a false positive."""
+    dist = [point_to_cells_distance(row, col, lesion.cells) for lesion in lesions]
+    hits = [k for k, d in enumerate(dist) if d <= tolerance]
+    if not hits:
+        return None
+    return min(hits, key=lambda k: (dist[k], lesions[k].kind == "itc"))
+
+
 def match_slide(lesions, detections, tolerance: float) -> SlideMatches:
     """Match ``detections`` (``.row``, ``.col``, ``.confidence``) to ``lesions`` (``.kind``, ``.cells``)."""
     scored = [k for k, lesion in enumerate(lesions) if lesion.kind != "itc"]
@@ -54,12 +64,10 @@ def match_slide(lesions, detections, tolerance: float) -> SlideMatches:
     fps: list[float] = []
     ignored = 0
     for det in detections:
-        dist = [point_to_cells_distance(det.row, det.col, lesion.cells) for lesion in lesions]
-        hits = [k for k, d in enumerate(dist) if d <= tolerance]
-        if not hits:
+        target = match_target(det.row, det.col, lesions, tolerance)
+        if target is None:
             fps.append(float(det.confidence))
             continue
-        target = min(hits, key=lambda k: (dist[k], lesions[k].kind == "itc"))
         if lesions[target].kind == "itc":
             ignored += 1
             continue

@@ -122,7 +122,7 @@ class BatchRunner:
                         for i in range(0, n, step)
                     ]
                 )
-            probs = torch.sigmoid(logits)
+            probs = self.model.probability(logits)
         if len(probs) != n:
             raise RuntimeError(f"model returned {len(probs)} outputs for a batch of {n} tiles")
         self.outputs.append((self.index[:n].copy(), probs))

@@ -11,6 +11,7 @@ from typing import Any
 
 from wsi_pipeline.domain import DomainStats
 from wsi_pipeline.errors import ModelConfigError, ModelError
+from wsi_pipeline.models.calibration import DEFAULT_RULE, Calibration, DecisionRule
 from wsi_pipeline.models.registry import check_model_kwargs
 from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
 from wsi_pipeline.strict import build_dataclass
@@ -25,7 +26,10 @@ class ModelConfig:
 
     The model maps a float tensor ``(N, 3, patch_size, patch_size)`` (RGB scaled to
     [0, 1], then ``(x - mean) / std``) to one logit per patch; the tumour
-    probability is ``sigmoid(logit)``.
+    probability is ``sigmoid(logit / calibration.temperature)`` (temperature 1 without a
+    ``calibration`` section). ``decision_rule`` holds the lesion rule's parameters fitted for this
+    model (:data:`~wsi_pipeline.models.calibration.DEFAULT_RULE` without one). Both sections are
+    omitted from ``config.json`` when unset, so older configs read and save unchanged.
     """
 
     architecture: str
@@ -47,11 +51,19 @@ class ModelConfig:
     #: Training patches' stain/texture statistics for the out-of-domain warning (None: no check).
     domain: DomainStats | None = None
     format_version: int = 1
+    calibration: Calibration | None = None
+    decision_rule: DecisionRule | None = None
 
     def __post_init__(self) -> None:
         """Checks every field's type and range (a config read from a file holds anything JSON can
         say), so a bad value is a one-line :class:`ModelConfigError` when the config is read, not a
         ``TypeError`` while the network is built or a ``RuntimeError`` at inference."""
+        for name, cls in (("calibration", Calibration), ("decision_rule", DecisionRule)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, build_dataclass(cls, value, f"model config: {name}", ModelConfigError))
+            elif value is not None and not isinstance(value, cls):
+                raise ModelConfigError(f"model config: {name} must be a mapping, got {value!r}")
         if not isinstance(self.architecture, str) or not self.architecture:
             raise ModelConfigError("model config: 'architecture' must be a non-empty string")
         if not isinstance(self.arch_kwargs, dict) or not all(isinstance(k, str) for k in self.arch_kwargs):
@@ -99,8 +111,22 @@ class ModelConfig:
         """Side of the square the network actually sees."""
         return self.center_crop or self.patch_size
 
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature (1.0: plain sigmoid, no calibration recorded)."""
+        return 1.0 if self.calibration is None else self.calibration.temperature
+
+    @property
+    def rule(self) -> DecisionRule:
+        """The model's lesion rule parameters (the built-in default when none are recorded)."""
+        return DEFAULT_RULE if self.decision_rule is None else self.decision_rule
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for name in ("calibration", "decision_rule"):
+            if data[name] is None:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model config") -> ModelConfig:

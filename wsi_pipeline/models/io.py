@@ -14,6 +14,7 @@ from torch import nn
 
 from wsi_pipeline.errors import ModelConfigError, ModelError, NonFiniteOutputError, one_line
 from wsi_pipeline.files import atomic_output_dir, process_umask
+from wsi_pipeline.models.calibration import calibrated
 from wsi_pipeline.models.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig
 from wsi_pipeline.models.finite import describe_names, non_finite_tensors
 from wsi_pipeline.models.preprocess import preprocess_patches
@@ -54,18 +55,28 @@ class LoadedModel:
         """uint8 ``(N, H, W, 3)`` (any device) -> normalised float ``(N, 3, h, w)``."""
         return preprocess_patches(patches, self.config)
 
+    def probability(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated tumour probability of the network's logits: the one place where logits become
+        probabilities (``sigmoid(logit / temperature)``, see :mod:`wsi_pipeline.models.calibration`)."""
+        return calibrated(logits, self.config.temperature)
+
     @torch.inference_mode()
-    def predict_proba(self, patches: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Tumour probability for uint8 ``(N, H, W, 3)`` patches, on the module's device."""
+    def predict_logits(self, patches: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """The network's raw logit for uint8 ``(N, H, W, 3)`` patches, on the module's device."""
         device = next(self.module.parameters()).device
         data = torch.as_tensor(patches)
         out = []
         for start in range(0, len(data), batch_size):
             batch = self.preprocess(data[start : start + batch_size].to(device))
-            out.append(torch.sigmoid(self.module(batch).float().reshape(-1)).cpu())
+            out.append(self.module(batch).float().reshape(-1).cpu())
         if not out:
             return np.zeros(0, dtype=np.float32)
         return torch.cat(out).numpy()
+
+    def predict_proba(self, patches: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Calibrated tumour probability for uint8 ``(N, H, W, 3)`` patches, on the module's device."""
+        logits = torch.from_numpy(self.predict_logits(patches, batch_size))
+        return self.probability(logits).numpy()
 
 
 def save_model(

@@ -59,7 +59,8 @@ def tumour_features(
     """GeoJSON FeatureCollection (level-0 px) of tumour regions, importable as QuPath annotations.
 
     ``regions`` are :class:`~wsi_pipeline.aggregation.TumourRegion` objects (or any with ``cells``,
-    ``area_mm2``, ``max_diameter_mm``, ``mean_prob`` and ``max_prob``).
+    ``area_mm2``, ``max_diameter_mm``, ``mean_prob`` and ``max_prob``); the pipeline passes only the
+    lesions its decision rule kept, each with its ``confidence`` (:mod:`wsi_pipeline.lesions`).
     """
     features = []
     for i, region in enumerate(regions):
@@ -69,6 +70,7 @@ def tumour_features(
             "classification": dict(TUMOR_CLASS),
             "name": f"Tumor region {i + 1}",
             "measurements": {
+                "confidence": float(getattr(region, "confidence", region.mean_prob)),
                 "area_mm2": float(region.area_mm2),
                 "max_diameter_mm": float(region.max_diameter_mm),
                 "mean_prob_tumor": float(region.mean_prob),

@@ -1,7 +1,8 @@
 """``overlay.png``: a review picture of the slide: the thumbnail (longest side up to
 :data:`OVERLAY_MAX_SIDE` px) with the heatmap over it, transparent below a low probability so normal
-H&E shows, the tumour regions outlined and numbered, a thin outline around the tissue that was
-analysed, a scale bar, a title with the slide-level call (and the first warning, if any) and a colour bar.
+H&E shows, the lesions kept by the decision rule outlined and numbered, a thin outline around the
+tissue that was analysed, a scale bar, a title with the slide-level call (and the first warning, if
+any) and a colour bar.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def write(folder: Path, result: SlideResult) -> None:
     thumb, summary = result.thumbnail, result.summary
     width, height = summary.slide_info.dimensions
     thumb_downsample = (width / thumb.shape[1] + height / thumb.shape[0]) / 2.0
-    call = summary.category if summary.n_tumor_regions else "no metastasis found"
+    call = summary.diagnosis()["call"]
     title = f"{summary.slide_name}: {call}, slide score {summary.slide_score:.3f}"
     if summary.warnings:  # e.g. out of domain: the call is shown with its caveat
         title += f" (warning: {summary.warnings[0].split(' (')[0]})"
@@ -144,7 +145,7 @@ def _legend(
     x, y = at
     size = int(getattr(text_font, "size", 11))
     entries = [
-        (LESION_COLOR, f"tumour regions ({n_regions})"),
+        (LESION_COLOR, f"lesions ({n_regions})"),
         (ANALYSED_COLOR, "analysed tissue"),
         (None, f"tumour probability colours from {min_prob:g} (transparent below)"),
     ]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from wsi_pipeline.aggregation import CATEGORY_MICRO, SCORE_METHOD
+from wsi_pipeline.aggregation import CATEGORY_MICRO
+from wsi_pipeline.diagnosis import LesionRecord
 from wsi_pipeline.inference.scores import InferenceStats
+from wsi_pipeline.lesions import SCORE_METHOD
 from wsi_pipeline.options import InferenceOptions
 from wsi_pipeline.slide.info import SlideInfo
 from wsi_pipeline.summary import ModelInfo, SlideSummary, Timings
@@ -41,5 +43,10 @@ def sample_summary(**changes: object) -> SlideSummary:
         mask_shape=(100, 125),
         outputs=("heatmap.zarr", "summary.json"),
         timings=Timings(open_s=0.1, total_s=2.0),
+        decision_rule={
+            "name": "hysteresis-topk",
+            "parameters": {"high": 0.9, "low": 0.5, "support_mm2": 0.026},
+        },
+        lesions=(LesionRecord(1, 0.264, 0.0348, 4, 0.93, 0.97, (3, 4)),),
     )
     return dataclasses.replace(summary, **changes)  # type: ignore[arg-type]

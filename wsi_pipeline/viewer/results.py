@@ -81,7 +81,9 @@ def _lesion(feature: dict[str, Any], index: int, offset: tuple[float, float]) ->
     properties = feature.get("properties") or {}
     measurements = properties.get("measurements") or {}
     diameter = float(measurements.get("max_diameter_mm", math.nan))
-    confidence = measurements.get("mean_prob_tumor", measurements.get("max_prob_tumor", 0.0))
+    confidence = measurements.get(
+        "confidence", measurements.get("mean_prob_tumor", measurements.get("max_prob_tumor", 0.0))
+    )
     return Lesion(
         rings=shifted,
         max_diameter_mm=diameter,
