@@ -17,6 +17,7 @@ from pathlib import Path
 
 from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.files import atomic_output_dir, slide_out_dir
+from wsi_pipeline.inference.dense import default_stride
 from wsi_pipeline.models.io import LoadedModel, load_model
 from wsi_pipeline.options import InferenceOptions
 from wsi_pipeline.outputs import write_outputs
@@ -64,7 +65,8 @@ def run_slide(
     t0 = time.perf_counter()
     with open_slide(slide_path) as reader:
         slide = describe_slide(reader, options.mpp)
-        grid = plan_grid(slide, model.config.patch_size, model.config.mpp, options.stride)
+        stride = options.stride or default_stride(model.module, model.config.patch_size)
+        grid = plan_grid(slide, model.config.patch_size, model.config.mpp, stride)
         times["open_s"] = time.perf_counter() - t0
         with _timed(times, "tissue_s"):
             mask = detect_tissue(reader, slide.mpp)

@@ -173,6 +173,8 @@ class SlideSummary:
                 "n_batches": stats.n_batches,
                 "device": stats.device,
                 "precision": stats.precision,
+                "precision_reason": stats.precision_reason,
+                "mode": stats.mode,
                 "batch_size": self.options.batch_size,
                 "num_readers": self.options.num_readers,
             },

@@ -127,7 +127,10 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
     type=click.IntRange(min=1),
     default=None,
     show_default=False,
-    help="Tile step in model pixels (default: the model's patch size, i.e. no overlap).",
+    help=(
+        "Tile step in model pixels (default: 32 for a dense-capable model such as dense_cnn, scored in "
+        "dense passes; else the model's patch size, i.e. no overlap)."
+    ),
 )
 @click.option(
     "--batch-size",
@@ -149,6 +152,14 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
     default=0.5,
     show_default=True,
     help="Tumour probability from which a heatmap cell counts as tumour.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Inference precision: auto = bf16 where the CPU/GPU has it natively, it measures faster and "
+    "agrees with fp32 within 0.01, else fp32 (recorded in summary.json).",
 )
 @click.option(
     "--num-readers", type=click.IntRange(min=1), default=2, show_default=True, help="Reader threads."
@@ -188,6 +199,7 @@ def cli(
     device: str,
     tissue_threshold: float,
     tumor_threshold: float,
+    precision: str,
     num_readers: int,
     progress: bool,
     viewer: bool,
@@ -215,6 +227,7 @@ def cli(
         tissue_threshold=tissue_threshold,
         tumor_threshold=tumor_threshold,
         num_readers=num_readers,
+        precision=precision,
         viewer=viewer,
     )
     paths = expand_slide_paths(
