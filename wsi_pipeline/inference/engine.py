@@ -189,7 +189,7 @@ class TileInference:
             tiles = np.concatenate([views[:CPU_MODEL_CHUNK]] * reps)[:CPU_MODEL_CHUNK]
             return model.preprocess(torch.from_numpy(np.ascontiguousarray(tiles)))
 
-        forward = module.dense if plan is not None else module  # type: ignore[union-attr]
+        forward = module.dense if plan is not None else module
         key = (model.weights_sha256, str(model.path), plan is not None, self.precision)
         return engine_precision(self.precision, self.device, key, forward, probe)  # type: ignore[arg-type]
 
@@ -205,8 +205,8 @@ class TileInference:
         the number of readers and their timing), read ahead by the reader threads; re-raise the first
         reader error. At most ``2 * threads`` blocks are read ahead of the consumer."""
         jobs: queue.SimpleQueue[tuple[int, Block]] = queue.SimpleQueue()
-        for item in enumerate(blocks):
-            jobs.put(item)
+        for job in enumerate(blocks):
+            jobs.put(job)
         n_threads = min(self.num_readers, len(blocks))
         ahead = max(2, 2 * n_threads)
         slots = threading.Semaphore(ahead)  # blocks taken by readers and not yet consumed
@@ -267,8 +267,8 @@ class TileInference:
                 elif isinstance(item, _Failure):
                     raise item.error
                 else:
-                    number, pixels = item  # type: ignore[misc]
-                    pending[number] = pixels
+                    assert isinstance(item, tuple)
+                    pending[int(item[0])] = item[1]
         finally:
             stop.set()
             for thread in threads:
