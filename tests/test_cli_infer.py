@@ -68,6 +68,7 @@ def test_options_reach_the_summary(tmp_path, slides, probe_dir):
     out = tmp_path / "out"
     args = [str(slides["nompp"]), "-o", str(out), "--model", str(probe_dir), "--mpp", "0.5", "--stride", "16"]
     args += ["--batch-size", "5", "--device", "cpu", "--tissue-threshold", "0.6", "--tumor-threshold", "0.7"]
+    args += ["--precision", "fp32"]
     result = _invoke(args)
     assert result.exit_code == 0, result.output
     s = json.loads((out / "nompp" / "summary.json").read_text())
@@ -79,9 +80,11 @@ def test_options_reach_the_summary(tmp_path, slides, probe_dir):
         "tissue_threshold": 0.6,
         "tumor_threshold": 0.7,
         "num_readers": 2,
+        "precision": "fp32",
         "viewer": True,
     }
     assert s["tiles"]["stride_model_px"] == 16 and s["mpp_source"] == "option"
+    assert (s["inference"]["precision"], s["inference"]["precision_reason"]) == ("float32", "requested")
 
 
 def test_batch_with_bad_slides_runs_the_good_ones(tmp_path, slides, probe_dir):
