@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import SHARED_DATA
-from model_helpers import save_small_bn_model
+from model_helpers import save_dense_model, save_small_bn_model
 
 from wsi_pipeline.inference import TileInference
 from wsi_pipeline.inference.dense import choose_dense, default_stride, dense_plan
-from wsi_pipeline.models import ModelConfig, create_model, load_model, save_model
+from wsi_pipeline.models import load_model, save_model
 from wsi_pipeline.models.io import LoadedModel
 from wsi_pipeline.slide import describe_slide, open_slide
 from wsi_pipeline.stages import grid_block_reader, select_tissue_cells
@@ -23,28 +22,6 @@ from wsi_pipeline.tissue import detect_tissue
 
 #: Largest |dense - tile-by-tile| allowed on probabilities (measured: ~1e-7, float rounding).
 TOLERANCE = 1e-4
-SMALL = {"widths": [8, 8, 16, 16, 16], "dropout": 0.0}
-
-
-def save_dense_model(folder: Path, seed: int = 0, **config: object) -> Path:
-    """A small seeded dense_cnn with non-trivial BatchNorm statistics, saved with save_model."""
-    torch.manual_seed(seed)
-    module = create_model("dense_cnn", **SMALL)
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    cfg = ModelConfig(
-        architecture="dense_cnn",
-        arch_kwargs=dict(SMALL),
-        name=f"dense-test-{seed}",
-        mean=[0.70, 0.55, 0.70],
-        std=[0.20, 0.25, 0.18],
-        **config,  # type: ignore[arg-type]
-    )
-    return save_model(folder, module, cfg)
 
 
 @pytest.fixture(scope="module")
