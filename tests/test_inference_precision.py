@@ -66,3 +66,29 @@ def test_auto_is_measured_once_per_model_and_process() -> None:
 def test_bad_precision_is_refused() -> None:
     with pytest.raises(OptionError, match="--precision"):
         InferenceOptions(precision="int4")
+
+
+@pytest.mark.parametrize(("kind", "stride"), [("dense", 32), ("tiles", 96)])
+def test_frozen_graph_equals_the_eager_module(tmp_path: Path, kind: str, stride: int) -> None:
+    folder = save_dense_model(tmp_path / "m") if kind == "dense" else save_small_bn_model(tmp_path / "m")
+    model = load_model(folder)
+    cells, read = _image_reader(stride)
+    frozen = TileInference(model, precision="fp32").run(cells, read, 96, stride)
+    eager = TileInference(model, precision="fp32", freeze=False).run(cells, read, 96, stride)
+    assert frozen.stats.frozen and not eager.stats.frozen
+    np.testing.assert_allclose(frozen.probs, eager.probs, atol=1e-5)
+    bf16 = TileInference(model, precision="bf16").run(cells, read, 96, stride)
+    assert bf16.stats.frozen  # traced under autocast: the graph itself runs in bf16
+    assert 0 < np.abs(bf16.probs - eager.probs).max() <= MAX_PROB_DIFF
+
+
+def test_untraceable_module_runs_eagerly() -> None:
+    from wsi_pipeline.inference.frozen import frozen_forward
+
+    class DataDependent(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean((1, 2, 3)) if float(x.sum()) > 0 else -x.mean((1, 2, 3))
+
+    module = DataDependent()
+    forward, frozen = frozen_forward(module, -torch.rand(4, 3, 8, 8), dense=False)
+    assert not frozen and forward is module

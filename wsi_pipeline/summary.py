@@ -175,6 +175,7 @@ class SlideSummary:
                 "precision": stats.precision,
                 "precision_reason": stats.precision_reason,
                 "mode": stats.mode,
+                "frozen": stats.frozen,
                 "batch_size": self.options.batch_size,
                 "num_readers": self.options.num_readers,
             },

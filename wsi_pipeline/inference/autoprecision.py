@@ -14,9 +14,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
+from wsi_pipeline.inference.batches import CPU_MODEL_CHUNK
+from wsi_pipeline.inference.dense import DensePlan
+from wsi_pipeline.models.io import LoadedModel
 from wsi_pipeline.precision import Precision, check_precision, choose_precision
+
+#: Side (px) of the region the probe of a dense model runs on.
+PROBE_REGION_PX = 320
 
 _CACHE: dict[tuple[object, ...], Precision] = {}
 _LOCK = threading.Lock()
@@ -64,6 +71,31 @@ def engine_precision(
     with _LOCK:
         _CACHE[cache_key] = chosen
     return chosen
+
+
+def probe_input(
+    model: LoadedModel,
+    plan: DensePlan | None,
+    pixels: np.ndarray,
+    tile_px: int,
+    stride_px: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """A model input cut from the first block read: :data:`CPU_MODEL_CHUNK` tiles (repeated when the
+    block has fewer), or for a dense plan a region of up to :data:`PROBE_REGION_PX` px per side."""
+    if plan is not None:
+        side = [
+            plan.tile + (min(PROBE_REGION_PX, n) - plan.tile) // plan.net_stride * plan.net_stride
+            for n in pixels.shape[:2]
+        ]
+        batch = torch.from_numpy(np.ascontiguousarray(pixels[: side[0], : side[1]]))[None]
+    else:
+        views = np.lib.stride_tricks.sliding_window_view(pixels, (tile_px, tile_px, 3))
+        views = views[::stride_px, ::stride_px, 0].reshape(-1, tile_px, tile_px, 3)
+        reps = -(-CPU_MODEL_CHUNK // len(views))
+        tiles = np.concatenate([views[:CPU_MODEL_CHUNK]] * reps)[:CPU_MODEL_CHUNK]
+        batch = torch.from_numpy(np.ascontiguousarray(tiles))
+    return model.preprocess(batch.to(device))
 
 
 def clear_cache() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ class BatchRunner:
     def __init__(
         self,
         model: LoadedModel,
-        module: torch.nn.Module,
+        module: Callable[[torch.Tensor], torch.Tensor],
         device: torch.device,
         batch_size: int,
         tile_px: int,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,16 +108,17 @@ def default_stride(module: torch.nn.Module, patch_size: int) -> int:
 
 
 class DenseRunner:
-    """Scores the requested tiles of blocks with dense passes of ``module``."""
+    """Scores the requested tiles of blocks with dense passes: ``forward`` is ``module.dense`` (or its
+    frozen graph)."""
 
     def __init__(
         self,
         model: LoadedModel,
-        module: torch.nn.Module,
+        forward: Callable[[torch.Tensor], torch.Tensor],
         plan: DensePlan,
         autocast: contextlib.AbstractContextManager[object] | None = None,
     ) -> None:
-        self.model, self.module, self.plan = model, module, plan
+        self.model, self.forward, self.plan = model, forward, plan
         self.autocast = autocast
         self.infer_s = 0.0
         self.n_passes = 0
@@ -160,7 +162,7 @@ class DenseRunner:
     def _run(self, region: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), self.autocast or contextlib.nullcontext():
             batch = self.model.preprocess(torch.from_numpy(np.ascontiguousarray(region))[None])
-            logits = self.module.dense(batch).float()  # type: ignore[operator]
+            logits = self.forward(batch).float()
         self.n_passes += 1
         return torch.sigmoid(logits[0, 0]).numpy()
 

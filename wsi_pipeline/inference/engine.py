@@ -26,9 +26,10 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from wsi_pipeline.errors import OptionError
-from wsi_pipeline.inference.autoprecision import engine_precision
-from wsi_pipeline.inference.batches import CPU_MODEL_CHUNK, BatchRunner
+from wsi_pipeline.inference.autoprecision import engine_precision, probe_input
+from wsi_pipeline.inference.batches import BatchRunner
 from wsi_pipeline.inference.dense import DensePlan, DenseRunner, choose_dense
+from wsi_pipeline.inference.frozen import Forward, frozen_forward
 from wsi_pipeline.inference.fusion import inference_module
 from wsi_pipeline.inference.scores import InferenceStats, TileScores
 from wsi_pipeline.models.io import LoadedModel
@@ -40,8 +41,6 @@ ProgressFn = Callable[[int], None]
 
 #: Target side (model px) of one block read; 16 tiles of 96 px at the default stride.
 DEFAULT_BLOCK_PX = 1536
-#: Side (px) of the region the precision probe of a dense model runs on.
-PROBE_REGION_PX = 320
 
 
 @dataclass
@@ -100,6 +99,7 @@ class TileInference:
     block_tiles: int | None = None  # None: about DEFAULT_BLOCK_PX per side
     precision: str = "fp32"  # "auto" | "fp32" | "bf16" (see .autoprecision)
     dense: str = "auto"  # "auto" | "on" | "off" (see .dense)
+    freeze: bool = True  # CPU: run a traced + frozen graph of the module (see .frozen)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -130,18 +130,24 @@ class TileInference:
         precision: Precision | None = None
         batches: BatchRunner | None = None
         dense: DenseRunner | None = None
+        frozen = False
         for block_pixels in self._read_in_background(blocks, read_block, tile_px, stride_px, times):
             block = block_pixels.block
             rows = cells[block.index, 0] - block.row0
             cols = cells[block.index, 1] - block.col0
             if precision is None:  # decided on the first block's pixels (cached per process)
-                precision = self._precision(module, plan, block_pixels.pixels, tile_px, stride_px)
+                example = probe_input(self.model, plan, block_pixels.pixels, tile_px, stride_px, self.device)
+                precision = self._precision(module, plan, example)
+                autocast = precision.autocast(self.device)
+                forward: Forward = module.dense if plan is not None else module  # type: ignore[assignment]
+                if self.freeze:
+                    forward, frozen = frozen_forward(module, example, plan is not None, autocast)
                 if plan is None:
                     batches = BatchRunner(
-                        self.model, module, self.device, self.batch_size, tile_px, precision.dtype
+                        self.model, forward, self.device, self.batch_size, tile_px, precision.dtype
                     )
                 else:
-                    dense = DenseRunner(self.model, module, plan, precision.autocast(self.device))
+                    dense = DenseRunner(self.model, forward, plan, autocast)
             if dense is not None:
                 probs[block.index] = dense.score(block_pixels.pixels, rows, cols)
             else:
@@ -165,33 +171,16 @@ class TileInference:
             precision=precision.name,
             precision_reason=precision.reason,
             mode="tiles" if plan is None else f"dense x{plan.n_shifts}",
+            frozen=frozen,
         )
         return TileScores(cells, probs, stats)
 
-    def _precision(
-        self,
-        module: torch.nn.Module,
-        plan: DensePlan | None,
-        pixels: np.ndarray,
-        tile_px: int,
-        stride_px: int,
-    ) -> Precision:
-        """:func:`engine_precision` probed on tiles (or a region) of the first block read."""
+    def _precision(self, module: torch.nn.Module, plan: DensePlan | None, example: torch.Tensor) -> Precision:
+        """:func:`engine_precision` probed on ``example``."""
         model = self.model
-
-        def probe() -> torch.Tensor:
-            if plan is not None:
-                side = min(PROBE_REGION_PX, pixels.shape[0]), min(PROBE_REGION_PX, pixels.shape[1])
-                region = np.ascontiguousarray(pixels[: side[0], : side[1]])
-                return model.preprocess(torch.from_numpy(region)[None])
-            views = tile_views(pixels, tile_px, stride_px).reshape(-1, tile_px, tile_px, 3)
-            reps = -(-CPU_MODEL_CHUNK // len(views))
-            tiles = np.concatenate([views[:CPU_MODEL_CHUNK]] * reps)[:CPU_MODEL_CHUNK]
-            return model.preprocess(torch.from_numpy(np.ascontiguousarray(tiles)))
-
         forward = module.dense if plan is not None else module
         key = (model.weights_sha256, str(model.path), plan is not None, self.precision)
-        return engine_precision(self.precision, self.device, key, forward, probe)  # type: ignore[arg-type]
+        return engine_precision(self.precision, self.device, key, forward, lambda: example)  # type: ignore[arg-type]
 
     def _read_in_background(
         self,

@@ -1,0 +1,78 @@
+"""The engine's CPU module in the fast form: traced (under the chosen precision's autocast, so bf16
+casts are part of the graph), ``torch.jit.freeze``-d (weights as constants, conv + bias folding,
+oneDNN fusions). Measured on this project's CPUs: fp32 about 1.0-1.5x and bf16 about 1.5x the eager
+module (benchmarks/dense_speed.py); ``torch.jit.optimize_for_inference`` on top brought nothing
+here, so the engine stops at freeze (exports ship both forms, see :mod:`wsi_pipeline.export`).
+
+The traced graph is checked against the eager module on the probe input and on a second input of
+another size (batch, or region side for dense calls); any failure to trace, a tracer warning that
+data steered Python control flow, or a difference above :data:`MAX_LOGIT_DIFF` keeps the eager
+module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+
+import torch
+
+#: Largest logit difference between the frozen graph and the eager module accepted.
+MAX_LOGIT_DIFF = 1e-3
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+class _DenseCall(torch.nn.Module):
+    """``module.dense`` as ``forward`` (what tracing records)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module.dense(x)  # type: ignore[operator]
+
+
+def frozen_forward(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    dense: bool,
+    autocast: contextlib.AbstractContextManager[object] | None = None,
+) -> tuple[Forward, bool]:
+    """``(forward, frozen)``: the frozen graph of ``module`` (``module.dense`` when ``dense``) for inputs
+    like ``example``, or the eager call when it cannot be frozen faithfully."""
+    eager: torch.nn.Module = _DenseCall(module).eval() if dense else module.eval()
+    if example.device.type != "cpu":
+        return eager, False
+    # a second shape: one tile fewer, or a region one output cell smaller on each side
+    other = example[:-1] if not dense and len(example) > 1 else example
+    if dense and min(example.shape[-2:]) > getattr(module, "dense_tile", 96) + 16:
+        step = int(getattr(module, "dense_stride", 16))
+        other = example[..., step:, step:]
+    try:
+        with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
+            warnings.simplefilter("always")
+            with autocast or contextlib.nullcontext():
+                graph = torch.jit.freeze(torch.jit.trace(eager, example, check_trace=False))
+            if any(_data_dependent(w.message) for w in caught):
+                return eager, False
+        with warnings.catch_warnings(), torch.inference_mode(), autocast or contextlib.nullcontext():
+            warnings.simplefilter("ignore")
+            for x in (example, other, other):  # twice: the profiling executor optimises on reruns
+                diff = float((graph(x).float() - eager(x).float()).abs().max())
+                if not diff <= MAX_LOGIT_DIFF:
+                    return eager, False
+    except Exception:  # not traceable (data-dependent control flow, ...): run it eagerly
+        return eager, False
+    return graph, True
+
+
+def _data_dependent(message: Warning | str) -> bool:
+    """A tracer warning that a tensor's value steered Python code (a branch on data): the trace holds
+    one branch only. Shape-dependent code is covered by the second-shape check instead."""
+    text = str(message)
+    return isinstance(message, torch.jit.TracerWarning) and (
+        "Python boolean" in text or "Python number" in text or "Python float" in text
+    )
