@@ -118,6 +118,7 @@ def test_which_models_qualify(tmp_path: Path, dense_model: LoadedModel) -> None:
     assert choose_dense(dense_model, 96, 32, "off") is None
     assert choose_dense(dense_model, 96, 4, "auto") is not None  # 16 shifts, still far cheaper
     assert choose_dense(dense_model, 96, 88, "auto") is None  # 4 shifts of 88 px: dearer than tiles
+    assert choose_dense(dense_model, 96, 80, "auto") is None  # one pass, but twice the work per area
     with pytest.raises(ValueError, match="dense mode"):
         choose_dense(dense_model, 96, 32, "always")
 

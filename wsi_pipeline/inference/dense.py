@@ -13,9 +13,10 @@ Strides that are multiples of ``s`` are read off one map (every ``stride / s``-t
 by shift-and-stitch: with ``g = gcd(stride, s)`` the region is run at each of the
 ``(s / g) ** 2`` offsets ``(dy, dx)``, multiples of ``g`` below ``s``, and a tile whose top-left is
 ``(y, x)`` is read from the map of offset ``(y mod s, x mod s)``. Cost relative to tile-by-tile is
-about ``(s / g) ** 2 * stride ** 2 / tile ** 2`` (the area each tile adds, times the passes), so
-:meth:`DensePlan.pays_off` picks dense only below 1: strides 16/32/48 for ``dense_cnn``, not 96
-(equal cost, but tile-by-tile skips the non-tissue tiles of a block).
+about ``2 * (s / g) ** 2 * stride ** 2 / tile ** 2`` (the area each tile adds, times the passes, times
+:data:`DENSE_AREA_COST`), so :meth:`DensePlan.pays_off` picks dense only below 1: for ``dense_cnn``
+strides up to 64 that are multiples of 16 (stride 32: 0.22, i.e. 4.5x cheaper than 9x the tiles),
+8 px multiples up to 32, not 96 (twice the cost of tile by tile, which also skips a block's glass).
 
 A block is cut into chunks of at most :data:`CHUNK_CELLS` map cells per side (bounded activation
 memory, about 850 px regions); chunks without a requested cell are not run.
@@ -37,6 +38,10 @@ from wsi_pipeline.models.io import LoadedModel
 #: Map cells per side of one dense pass (region ``(CHUNK_CELLS - 1) * s + tile`` px: 848 px for dense_cnn).
 CHUNK_CELLS = 48
 DENSE_MODES = ("auto", "on", "off")
+#: Cost of one dense pass over a tile's area relative to scoring that tile alone: the deep layers run
+#: at every position of their map instead of the few a single tile needs (dense_cnn at its default
+#: widths: 231 vs 115 M multiply-adds per 96 x 96 px; measured wall time 2-3x).
+DENSE_AREA_COST = 2.0
 
 
 def dense_geometry(module: torch.nn.Module) -> tuple[int, int] | None:
@@ -67,8 +72,9 @@ class DensePlan:
 
     @property
     def relative_cost(self) -> float:
-        """Approximate cost of dense over tile-by-tile scoring of a full block."""
-        return self.n_shifts * self.stride**2 / self.tile**2
+        """Approximate cost of dense over tile-by-tile scoring of a full block: the area each tile
+        adds, times the passes, times :data:`DENSE_AREA_COST`."""
+        return DENSE_AREA_COST * self.n_shifts * self.stride**2 / self.tile**2
 
     def pays_off(self) -> bool:
         return self.relative_cost < 1.0
