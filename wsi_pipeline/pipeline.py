@@ -18,6 +18,7 @@ from pathlib import Path
 from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.files import atomic_output_dir, slide_out_dir
 from wsi_pipeline.inference.dense import default_stride
+from wsi_pipeline.inference.heap import release_free_memory
 from wsi_pipeline.models.io import LoadedModel, load_model
 from wsi_pipeline.options import InferenceOptions
 from wsi_pipeline.outputs import write_outputs
@@ -71,7 +72,9 @@ def run_slide(
         with _timed(times, "tissue_s"):
             mask = detect_tissue(reader, slide.mpp)
             cells = select_tissue_cells(slide, grid, mask, options.tissue_threshold)
+        release_free_memory()  # what tissue detection freed, before inference (see inference.heap)
         scores = score_tiles(reader, grid, cells, model, device, options, progress)
+        release_free_memory()
         with _timed(times, "thumbnail_s"):
             thumb = thumbnail(reader, max_size=thumbnail_size(slide.dimensions))
     with _timed(times, "aggregate_s"):

@@ -31,6 +31,7 @@ from wsi_pipeline.inference.batches import BatchRunner
 from wsi_pipeline.inference.dense import DensePlan, DenseRunner, choose_dense
 from wsi_pipeline.inference.frozen import Forward, frozen_forward
 from wsi_pipeline.inference.fusion import inference_module
+from wsi_pipeline.inference.heap import TRIM_EVERY_BLOCKS, release_free_memory
 from wsi_pipeline.inference.scores import InferenceStats, TileScores
 from wsi_pipeline.models.io import LoadedModel
 from wsi_pipeline.precision import Precision
@@ -131,7 +132,8 @@ class TileInference:
         batches: BatchRunner | None = None
         dense: DenseRunner | None = None
         frozen = False
-        for block_pixels in self._read_in_background(blocks, read_block, tile_px, stride_px, times):
+        reads = self._read_in_background(blocks, read_block, tile_px, stride_px, times)
+        for n_done, block_pixels in enumerate(reads, start=1):
             block = block_pixels.block
             rows = cells[block.index, 0] - block.row0
             cols = cells[block.index, 1] - block.col0
@@ -156,6 +158,8 @@ class TileInference:
                 batches.add(windows, rows, cols, block.index)
             if progress is not None:
                 progress(len(block.index))
+            if n_done % TRIM_EVERY_BLOCKS == 0:
+                release_free_memory()  # keeps PSS flat over long slides (see .heap)
         if batches is not None:
             for index, values in batches.finish():
                 probs[index] = values
