@@ -143,7 +143,9 @@ class TileInference:
                 autocast = precision.autocast(self.device)
                 forward: Forward = module.dense if plan is not None else module  # type: ignore[assignment]
                 if self.freeze:
-                    forward, frozen = frozen_forward(module, example, plan is not None, autocast)
+                    forward, frozen = frozen_forward(
+                        module, example, plan is not None, autocast, precision.dtype is not None
+                    )
                 if plan is None:
                     batches = BatchRunner(
                         self.model, forward, self.device, self.batch_size, tile_px, precision.dtype

@@ -5,9 +5,9 @@ module (benchmarks/dense_speed.py); ``torch.jit.optimize_for_inference`` on top 
 here, so the engine stops at freeze (exports ship both forms, see :mod:`wsi_pipeline.export`).
 
 The traced graph is checked against the eager module on the probe input and on a second input of
-another size (batch, or region side for dense calls); any failure to trace, a tracer warning that
-data steered Python control flow, or a difference above :data:`MAX_LOGIT_DIFF` keeps the eager
-module.
+another size (batch, or region side for dense calls), in probability against the eager fp32 module;
+any failure to trace, a tracer warning that data steered Python control flow, or a difference above
+:data:`MAX_FP32_PROB_DIFF` (fp32; 0.01 for a bf16 graph) keeps the eager module.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from collections.abc import Callable
 
 import torch
 
-#: Largest logit difference between the frozen graph and the eager module accepted.
-MAX_LOGIT_DIFF = 1e-3
+from wsi_pipeline.precision import MAX_PROB_DIFF
+
+#: Largest probability difference from the eager fp32 module accepted for a frozen fp32 graph; a
+#: graph traced under bf16 autocast must stay within MAX_PROB_DIFF (0.01) of it, as eager bf16 must.
+MAX_FP32_PROB_DIFF = 1e-4
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -40,9 +43,11 @@ def frozen_forward(
     example: torch.Tensor,
     dense: bool,
     autocast: contextlib.AbstractContextManager[object] | None = None,
+    reduced: bool = False,
 ) -> tuple[Forward, bool]:
     """``(forward, frozen)``: the frozen graph of ``module`` (``module.dense`` when ``dense``) for inputs
-    like ``example``, or the eager call when it cannot be frozen faithfully."""
+    like ``example``, traced under ``autocast`` (``reduced``: a bf16/fp16 one), or the eager call
+    when it cannot be frozen faithfully."""
     eager: torch.nn.Module = _DenseCall(module).eval() if dense else module.eval()
     if example.device.type != "cpu":
         return eager, False
@@ -58,11 +63,14 @@ def frozen_forward(
                 graph = torch.jit.freeze(torch.jit.trace(eager, example, check_trace=False))
             if any(_data_dependent(w.message) for w in caught):
                 return eager, False
-        with warnings.catch_warnings(), torch.inference_mode(), autocast or contextlib.nullcontext():
+        tolerance = MAX_PROB_DIFF if reduced else MAX_FP32_PROB_DIFF
+        with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             for x in (example, other, other):  # twice: the profiling executor optimises on reruns
-                diff = float((graph(x).float() - eager(x).float()).abs().max())
-                if not diff <= MAX_LOGIT_DIFF:
+                with autocast or contextlib.nullcontext():
+                    got = torch.sigmoid(graph(x).float())
+                diff = float((got - torch.sigmoid(eager(x).float())).abs().max())
+                if not diff <= tolerance:
                     return eager, False
     except Exception:  # not traceable (data-dependent control flow, ...): run it eagerly
         return eager, False
