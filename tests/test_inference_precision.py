@@ -73,11 +73,13 @@ def test_frozen_graph_equals_the_eager_module(tmp_path: Path, kind: str, stride:
     folder = save_dense_model(tmp_path / "m") if kind == "dense" else save_small_bn_model(tmp_path / "m")
     model = load_model(folder)
     cells, read = _image_reader(stride)
-    frozen = TileInference(model, precision="fp32").run(cells, read, 96, stride)
-    eager = TileInference(model, precision="fp32", freeze=False).run(cells, read, 96, stride)
+    default = TileInference(model, precision="fp32").run(cells, read, 96, stride)
+    assert default.stats.frozen == (kind == "dense")  # by default only dense passes are frozen
+    frozen = TileInference(model, precision="fp32", freeze="always").run(cells, read, 96, stride)
+    eager = TileInference(model, precision="fp32", freeze="never").run(cells, read, 96, stride)
     assert frozen.stats.frozen and not eager.stats.frozen
     np.testing.assert_allclose(frozen.probs, eager.probs, atol=1e-5)
-    bf16 = TileInference(model, precision="bf16").run(cells, read, 96, stride)
+    bf16 = TileInference(model, precision="bf16", freeze="always").run(cells, read, 96, stride)
     assert bf16.stats.frozen  # traced under autocast: the graph itself runs in bf16
     assert 0 < np.abs(bf16.probs - eager.probs).max() <= MAX_PROB_DIFF
 

@@ -1,8 +1,9 @@
 """The engine's CPU module in the fast form: traced (under the chosen precision's autocast, so bf16
-casts are part of the graph), ``torch.jit.freeze``-d (weights as constants, conv + bias folding,
-oneDNN fusions). Measured on this project's CPUs: fp32 about 1.0-1.5x and bf16 about 1.5x the eager
-module (benchmarks/dense_speed.py); ``torch.jit.optimize_for_inference`` on top brought nothing
-here, so the engine stops at freeze (exports ship both forms, see :mod:`wsi_pipeline.export`).
+casts are part of the graph) and ``torch.jit.freeze``-d (weights as constants, conv + bias folding,
+oneDNN fusions). Measured in the engine on this project's AMD EPYC (benchmarks/dense_speed.py): dense
+passes 1.2-1.3x faster than eager, 32-tile batches 0.56-0.72x (slower end to end, though equal when
+timed alone), so by default only dense passes are frozen (``TileInference.freeze``).
+``torch.jit.optimize_for_inference`` on top brought nothing consistent here.
 
 The traced graph is checked against the eager module on the probe input and on a second input of
 another size (batch, or region side for dense calls), in probability against the eager fp32 module;
