@@ -164,6 +164,10 @@ def main() -> None:
             wall("dense_cnn s32 dense") / wall("dense_cnn s96 tiles"),
         ),
         (
+            "stride 32 / stride 96, both --precision auto",
+            wall("dense_cnn s32 auto") / wall("dense_cnn s96 tiles auto"),
+        ),
+        (
             "stride 32 bf16 dense / stride 96 bf16 tiles",
             wall("dense_cnn s32 dense bf16") / wall("dense_cnn s96 tiles bf16"),
         ),
