@@ -74,7 +74,7 @@ def test_frozen_graph_equals_the_eager_module(tmp_path: Path, kind: str, stride:
     model = load_model(folder)
     cells, read = _image_reader(stride)
     default = TileInference(model, precision="fp32").run(cells, read, 96, stride)
-    assert default.stats.frozen == (kind == "dense")  # by default only dense passes are frozen
+    assert not default.stats.frozen  # eager unless asked: frozen measured no faster in the engine
     frozen = TileInference(model, precision="fp32", freeze="always").run(cells, read, 96, stride)
     eager = TileInference(model, precision="fp32", freeze="never").run(cells, read, 96, stride)
     assert frozen.stats.frozen and not eager.stats.frozen

@@ -42,9 +42,10 @@ ProgressFn = Callable[[int], None]
 
 #: Target side (model px) of one block read; 16 tiles of 96 px at the default stride.
 DEFAULT_BLOCK_PX = 1536
-#: When the engine runs a frozen graph (CPU): dense passes gained 1.2-1.3x; 32-tile batches lost
-#: (0.56-0.72x end to end, though equal alone), so by default only dense passes are frozen.
-FREEZE_MODES = ("dense", "always", "never")
+#: When the engine runs a frozen graph (CPU). Measured in four runs of benchmarks/dense_speed.py:
+#: 32-tile batches 0.57-0.77x of eager end to end (though equal when timed alone), dense passes
+#: 0.89-1.32x, so by default the engine runs the eager module.
+FREEZE_MODES = ("never", "dense", "always")
 
 
 @dataclass
@@ -103,9 +104,7 @@ class TileInference:
     block_tiles: int | None = None  # None: about DEFAULT_BLOCK_PX per side
     precision: str = "fp32"  # "auto" | "fp32" | "bf16" (see .autoprecision)
     dense: str = "auto"  # "auto" | "on" | "off" (see .dense)
-    freeze: str = (
-        "dense"  # CPU frozen graph (.frozen): "dense" passes only (measured faster), "always", "never"
-    )
+    freeze: str = "never"  # CPU frozen graph (.frozen): "never" (no faster), "dense", "always"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
