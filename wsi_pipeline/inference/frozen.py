@@ -1,8 +1,9 @@
 """The engine's CPU module in the fast form: traced (under the chosen precision's autocast, so bf16
 casts are part of the graph) and ``torch.jit.freeze``-d (weights as constants, conv + bias folding,
 oneDNN fusions). Measured in the engine on this project's AMD EPYC (benchmarks/dense_speed.py,
-four runs): dense passes 0.89-1.32x of eager, 32-tile batches 0.57-0.77x (slower end to end, though equal when timed
-alone), so the engine runs eager unless asked (``TileInference.freeze="dense"|"always"``).
+four runs): dense passes 0.89-1.32x of eager, 32-tile batches 0.57-0.77x (slower end to end, though
+equal when timed alone), so the engine runs eager unless asked
+(``TileInference.freeze="dense"|"always"``).
 ``torch.jit.optimize_for_inference`` on top brought nothing consistent here.
 
 The traced graph is checked against the eager module on the probe input and on a second input of
