@@ -56,3 +56,29 @@ def save_nan_output_model(folder: Path, patch_size: int = 32, mpp: float = 1.0) 
         architecture="tiny_resnet", arch_kwargs=kwargs, name="nan-out", patch_size=patch_size, mpp=mpp
     )
     return save_model(folder, module, config)
+
+
+DENSE_SMALL = {"widths": [8, 8, 16, 16, 16], "dropout": 0.0}
+
+
+def save_dense_model(folder: Path, seed: int = 0, **config: object) -> Path:
+    """A small seeded dense_cnn with non-trivial BatchNorm statistics, saved with save_model."""
+    import torch
+
+    torch.manual_seed(seed)
+    module = create_model("dense_cnn", **DENSE_SMALL)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    cfg = ModelConfig(
+        architecture="dense_cnn",
+        arch_kwargs=dict(DENSE_SMALL),
+        name=f"dense-test-{seed}",
+        mean=[0.70, 0.55, 0.70],
+        std=[0.20, 0.25, 0.18],
+        **config,  # type: ignore[arg-type]
+    )
+    return save_model(folder, module, cfg)

@@ -72,6 +72,7 @@ def test_options_reach_the_summary(tmp_path, slides, probe_dir):
     out = tmp_path / "out"
     args = [str(slides["nompp"]), "-o", str(out), "--model", str(probe_dir), "--mpp", "0.5", "--stride", "16"]
     args += ["--batch-size", "5", "--device", "cpu", "--tissue-threshold", "0.6", "--tumor-threshold", "0.7"]
+    args += ["--precision", "fp32"]
     result = _invoke(args)
     assert result.exit_code == 0, result.output
     s = json.loads((out / "nompp" / "summary.json").read_text())
@@ -85,9 +86,11 @@ def test_options_reach_the_summary(tmp_path, slides, probe_dir):
         "lesion_threshold": None,
         "lesion_support_mm2": None,
         "num_readers": 2,
+        "precision": "fp32",
         "viewer": True,
     }
     assert s["tiles"]["stride_model_px"] == 16 and s["mpp_source"] == "option"
+    assert (s["inference"]["precision"], s["inference"]["precision_reason"]) == ("float32", "requested")
 
 
 def test_batch_with_bad_slides_runs_the_good_ones(tmp_path, slides, probe_dir):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from wsi_pipeline.devices import parse_device
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.files import JsonDict, json_safe
+from wsi_pipeline.precision import PRECISIONS
 from wsi_pipeline.slide.info import check_mpp
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class InferenceOptions:
     lesion_threshold: float | None = None  # rule "high": a region's confidence needed to keep it
     lesion_support_mm2: float | None = None  # rule "support_mm2": area whose top cells set confidence
     num_readers: int = 2  # background tile-reading threads
+    precision: str = "auto"  # "auto" (measured per machine and model) | "fp32" | "bf16"
     viewer: bool = True  # also write viewer.html + its slide pyramid (does not change results)
 
     def __post_init__(self) -> None:
@@ -62,6 +64,8 @@ class InferenceOptions:
                 unit = " model pixel" if name == "stride" else ""
                 raise OptionError(f"{flag} must be >= {low}{unit}, got {value}")
         parse_device(self.device)
+        if self.precision not in PRECISIONS:
+            raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not isinstance(self.viewer, bool):
             raise OptionError(f"viewer must be True or False, got {self.viewer!r}")
         for name in ("tissue_threshold", "tumor_threshold", "lesion_threshold"):
@@ -78,7 +82,8 @@ class InferenceOptions:
         return {key: json_safe(value) for key, value in asdict(self).items()}
 
     def result_params(self) -> JsonDict:
-        """The options that change results (device, batch size, readers and the viewer do not)."""
+        """The options that change results (device, batch size, readers, precision and the viewer do
+        not; bf16 changes probabilities by at most 0.01 and is recorded in ``inference``)."""
         return {
             "mpp": self.mpp,
             "stride": self.stride,

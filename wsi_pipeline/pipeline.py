@@ -19,6 +19,8 @@ from pathlib import Path
 from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.errors import OutputError
 from wsi_pipeline.files import atomic_output_dir, ensure_writable_dir, slide_out_dir
+from wsi_pipeline.inference.dense import default_stride
+from wsi_pipeline.inference.heap import release_free_memory
 from wsi_pipeline.models.finite import check_finite_outputs
 from wsi_pipeline.models.io import LoadedModel, load_model
 from wsi_pipeline.options import InferenceOptions
@@ -79,14 +81,17 @@ def run_slide(
     with open_slide(slide_path) as reader:
         slide_file = slide_file_identity(slide_path)  # of the file just opened (a regular file)
         slide = describe_slide(reader, options.mpp)
-        grid = plan_grid(slide, model.config.patch_size, model.config.mpp, options.stride)
+        stride = options.stride or default_stride(model.module, model.config.patch_size)
+        grid = plan_grid(slide, model.config.patch_size, model.config.mpp, stride)
         times["open_s"] = time.perf_counter() - t0
         with _timed(times, "tissue_s"):
             mask = detect_tissue(reader, slide.mpp)
             cells = select_tissue_cells(slide, grid, mask, options.tissue_threshold)
             warnings = domain_warnings(reader, grid, cells, model)
+        release_free_memory()  # what tissue detection freed, before inference (see inference.heap)
         scores = score_tiles(reader, grid, cells, model, device, options, progress)
         check_finite_outputs(scores.probs, str(slide.shown_path), "tiles")  # NaN is not "no tumour"
+        release_free_memory()
         with _timed(times, "thumbnail_s"):
             thumb = thumbnail(reader, max_size=thumbnail_size(slide.dimensions))
     with _timed(times, "aggregate_s"):

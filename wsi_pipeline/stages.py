@@ -90,7 +90,11 @@ def score_tiles(
 ) -> TileScores:
     """The model's tumour probability for each of ``cells``, read from the grid's pyramid level."""
     engine = TileInference(
-        model, device=device, batch_size=options.batch_size, num_readers=options.num_readers
+        model,
+        device=device,
+        batch_size=options.batch_size,
+        num_readers=options.num_readers,
+        precision=options.precision,
     )
     total = len(cells)
     step = None if progress is None else (lambda n: progress(n, total))

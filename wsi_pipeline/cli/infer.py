@@ -131,7 +131,10 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
     type=click.IntRange(min=1),
     default=None,
     show_default=False,
-    help="Tile step in model pixels (default: the model's patch size, i.e. no overlap).",
+    help=(
+        "Tile step in model pixels (default: 32 for a dense-capable model such as dense_cnn, scored in "
+        "dense passes; else the model's patch size, i.e. no overlap)."
+    ),
 )
 @click.option(
     "--batch-size",
@@ -148,6 +151,14 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
     help="Minimum tissue fraction for a tile to be analysed.",
 )
 @rule_options()
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Inference precision: auto = bf16 where the CPU/GPU has it natively, it measures faster and "
+    "agrees with fp32 within 0.01, else fp32 (recorded in summary.json).",
+)
 @click.option(
     "--num-readers", type=click.IntRange(min=1), default=2, show_default=True, help="Reader threads."
 )
@@ -189,6 +200,7 @@ def cli(
     tumor_threshold: float | None,
     lesion_threshold: float | None,
     lesion_support_mm2: float | None,
+    precision: str,
     num_readers: int,
     progress: bool,
     viewer: bool,
@@ -223,6 +235,7 @@ def cli(
         lesion_threshold=lesion_threshold,
         lesion_support_mm2=lesion_support_mm2,
         num_readers=num_readers,
+        precision=precision,
         viewer=viewer,
     )
     note = None if is_quiet() else lambda t: click.echo(t, err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,7 +14,8 @@ from wsi_pipeline.models.io import LoadedModel
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA only: bf16 where supported, else fp16; None (fp32) on CPU."""
+    """The engine's old fixed rule (bf16/fp16 on CUDA, fp32 on CPU); the engine now decides per machine
+    and model (:mod:`.autoprecision`)."""
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -33,7 +35,7 @@ class BatchRunner:
     def __init__(
         self,
         model: LoadedModel,
-        module: torch.nn.Module,
+        module: Callable[[torch.Tensor], torch.Tensor],
         device: torch.device,
         batch_size: int,
         tile_px: int,
@@ -101,7 +103,7 @@ class BatchRunner:
         n = self.fill
         host = self.host[self.current][:n]
         autocast = (
-            torch.autocast(device_type="cuda", dtype=self.dtype)
+            torch.autocast(device_type=self.device.type, dtype=self.dtype)
             if self.dtype is not None
             else contextlib.nullcontext()
         )

@@ -26,10 +26,15 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from wsi_pipeline.errors import OptionError
-from wsi_pipeline.inference.batches import BatchRunner, autocast_dtype
+from wsi_pipeline.inference.autoprecision import engine_precision, probe_input
+from wsi_pipeline.inference.batches import BatchRunner
+from wsi_pipeline.inference.dense import DensePlan, DenseRunner, choose_dense
+from wsi_pipeline.inference.frozen import Forward, frozen_forward
 from wsi_pipeline.inference.fusion import inference_module
+from wsi_pipeline.inference.heap import TRIM_EVERY_BLOCKS, release_free_memory
 from wsi_pipeline.inference.scores import InferenceStats, TileScores
 from wsi_pipeline.models.io import LoadedModel
+from wsi_pipeline.precision import Precision
 from wsi_pipeline.tiling import Block
 
 BlockReader = Callable[[int, int, int, int], np.ndarray]
@@ -37,6 +42,10 @@ ProgressFn = Callable[[int], None]
 
 #: Target side (model px) of one block read; 16 tiles of 96 px at the default stride.
 DEFAULT_BLOCK_PX = 1536
+#: When the engine runs a frozen graph (CPU). Measured in four runs of benchmarks/dense_speed.py:
+#: 32-tile batches 0.57-0.77x of eager end to end (though equal when timed alone), dense passes
+#: 0.89-1.32x, so by default the engine runs the eager module.
+FREEZE_MODES = ("never", "dense", "always")
 
 
 @dataclass
@@ -93,12 +102,17 @@ class TileInference:
     batch_size: int = 256
     num_readers: int = 2
     block_tiles: int | None = None  # None: about DEFAULT_BLOCK_PX per side
+    precision: str = "fp32"  # "auto" | "fp32" | "bf16" (see .autoprecision)
+    dense: str = "auto"  # "auto" | "on" | "off" (see .dense)
+    freeze: str = "never"  # CPU frozen graph (.frozen): "never" (no faster), "dense", "always"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise OptionError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.num_readers < 1:
             raise OptionError(f"num_readers must be >= 1, got {self.num_readers}")
+        if self.freeze not in FREEZE_MODES:
+            raise OptionError(f"freeze must be one of {FREEZE_MODES}, got {self.freeze!r}")
 
     def run(
         self,
@@ -110,39 +124,75 @@ class TileInference:
     ) -> TileScores:
         """The tumour probability of each of ``cells`` (float32, aligned with them) and timings."""
         cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
-        dtype = autocast_dtype(self.device)
-        precision = str(dtype).replace("torch.", "") if dtype else "float32"
         probs = np.full(len(cells), np.nan, dtype=np.float32)
+        plan = choose_dense(self.model, tile_px, stride_px, self.dense)
         if len(cells) == 0:
-            return TileScores(cells, probs, InferenceStats(device=str(self.device), precision=precision))
+            return TileScores(cells, probs, InferenceStats(device=str(self.device)))
         t_start = time.perf_counter()
         k = self.block_tiles or max(1, round(DEFAULT_BLOCK_PX / stride_px))
         blocks = plan_blocks(cells, k)
         self.model.module.to(self.device)
         module = inference_module(self.model.module)
-        batches = BatchRunner(self.model, module, self.device, self.batch_size, tile_px, dtype)
         times = _ReadTimes()
-        for block_pixels in self._read_in_background(blocks, read_block, tile_px, stride_px, times):
+        precision: Precision | None = None
+        batches: BatchRunner | None = None
+        dense: DenseRunner | None = None
+        frozen = False
+        reads = self._read_in_background(blocks, read_block, tile_px, stride_px, times)
+        for n_done, block_pixels in enumerate(reads, start=1):
             block = block_pixels.block
-            windows = tile_views(block_pixels.pixels, tile_px, stride_px)
             rows = cells[block.index, 0] - block.row0
             cols = cells[block.index, 1] - block.col0
-            batches.add(windows, rows, cols, block.index)
+            if precision is None:  # decided on the first block's pixels (cached per process)
+                example = probe_input(self.model, plan, block_pixels.pixels, tile_px, stride_px, self.device)
+                precision = self._precision(module, plan, example)
+                autocast = precision.autocast(self.device)
+                forward: Forward = module.dense if plan is not None else module  # type: ignore[assignment]
+                if self.freeze == "always" or (self.freeze == "dense" and plan is not None):
+                    forward, frozen = frozen_forward(
+                        module, example, plan is not None, autocast, precision.dtype is not None
+                    )
+                if plan is None:
+                    batches = BatchRunner(
+                        self.model, forward, self.device, self.batch_size, tile_px, precision.dtype
+                    )
+                else:
+                    dense = DenseRunner(self.model, forward, plan, autocast)
+            if dense is not None:
+                probs[block.index] = dense.score(block_pixels.pixels, rows, cols)
+            else:
+                assert batches is not None
+                windows = tile_views(block_pixels.pixels, tile_px, stride_px)
+                batches.add(windows, rows, cols, block.index)
             if progress is not None:
                 progress(len(block.index))
-        for index, values in batches.finish():
-            probs[index] = values
+            if n_done % TRIM_EVERY_BLOCKS == 0:
+                release_free_memory()  # keeps PSS flat over long slides (see .heap)
+        if batches is not None:
+            for index, values in batches.finish():
+                probs[index] = values
+        precision = precision or Precision(None, "no tiles")
         stats = InferenceStats(
             read_s=times.read_s,
-            infer_s=batches.infer_s,
+            infer_s=batches.infer_s if batches else dense.infer_s if dense else 0.0,
             wait_s=times.wait_s,
             total_s=time.perf_counter() - t_start,
             n_blocks=len(blocks),
-            n_batches=batches.n_batches,
+            n_batches=batches.n_batches if batches else dense.n_passes if dense else 0,
             device=str(self.device),
-            precision=precision,
+            precision=precision.name,
+            precision_reason=precision.reason,
+            mode="tiles" if plan is None else f"dense x{plan.n_shifts}",
+            frozen=frozen,
         )
         return TileScores(cells, probs, stats)
+
+    def _precision(self, module: torch.nn.Module, plan: DensePlan | None, example: torch.Tensor) -> Precision:
+        """:func:`engine_precision` probed on ``example``."""
+        model = self.model
+        forward = module.dense if plan is not None else module
+        key = (model.weights_sha256, str(model.path), plan is not None, self.precision)
+        return engine_precision(self.precision, self.device, key, forward, lambda: example)  # type: ignore[arg-type]
 
     def _read_in_background(
         self,
@@ -152,12 +202,16 @@ class TileInference:
         stride_px: int,
         times: _ReadTimes,
     ) -> Iterator[_BlockPixels]:
-        """Yield blocks as reader threads finish them; re-raise the first reader error."""
-        jobs: queue.SimpleQueue[Block] = queue.SimpleQueue()
-        for block in blocks:
-            jobs.put(block)
+        """Yield blocks in plan order (so batch composition, hence every value, is the same whatever
+        the number of readers and their timing), read ahead by the reader threads; re-raise the first
+        reader error. At most ``2 * threads`` blocks are read ahead of the consumer."""
+        jobs: queue.SimpleQueue[tuple[int, Block]] = queue.SimpleQueue()
+        for job in enumerate(blocks):
+            jobs.put(job)
         n_threads = min(self.num_readers, len(blocks))
-        results: queue.Queue[object] = queue.Queue(maxsize=max(2, 2 * n_threads))
+        ahead = max(2, 2 * n_threads)
+        slots = threading.Semaphore(ahead)  # blocks taken by readers and not yet consumed
+        results: queue.Queue[object] = queue.Queue(maxsize=ahead + n_threads)
         stop = threading.Event()
 
         def put(item: object) -> bool:
@@ -172,8 +226,10 @@ class TileInference:
         def reader() -> None:
             try:
                 while not stop.is_set():
+                    if not slots.acquire(timeout=0.1):
+                        continue
                     try:
-                        block = jobs.get_nowait()
+                        number, block = jobs.get_nowait()
                     except queue.Empty:
                         break
                     t0 = time.perf_counter()
@@ -181,7 +237,7 @@ class TileInference:
                     pixels = _check_block(pixels, block, tile_px, stride_px)
                     with times.lock:
                         times.read_s += time.perf_counter() - t0
-                    if not put(_BlockPixels(block, pixels)):
+                    if not put((number, _BlockPixels(block, pixels))):
                         return
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 put(_Failure(exc))
@@ -193,9 +249,17 @@ class TileInference:
         ]
         for thread in threads:
             thread.start()
-        finished = 0
+        finished, next_number = 0, 0
+        pending: dict[int, _BlockPixels] = {}
         try:
-            while finished < n_threads:
+            while next_number < len(blocks):
+                if next_number in pending:
+                    yield pending.pop(next_number)
+                    next_number += 1
+                    slots.release()
+                    continue
+                if finished == n_threads:
+                    raise RuntimeError(f"block {next_number} of {len(blocks)} was never read")
                 t0 = time.perf_counter()
                 item = results.get()
                 times.wait_s += time.perf_counter() - t0
@@ -204,8 +268,8 @@ class TileInference:
                 elif isinstance(item, _Failure):
                     raise item.error
                 else:
-                    assert isinstance(item, _BlockPixels)
-                    yield item
+                    assert isinstance(item, tuple)
+                    pending[int(item[0])] = item[1]
         finally:
             stop.set()
             for thread in threads:

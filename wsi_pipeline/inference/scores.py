@@ -22,6 +22,9 @@ class InferenceStats:
     n_batches: int = 0
     device: str = "cpu"
     precision: str = "float32"
+    precision_reason: str = ""  # why this precision (requested, measured speed-up, no native bf16, ...)
+    mode: str = "tiles"  # "tiles" (tile by tile) or "dense xN" (dense passes, N shift-and-stitch offsets)
+    frozen: bool = False  # the model ran as a traced + frozen TorchScript graph (CPU)
 
     def __post_init__(self) -> None:
         if (

@@ -68,7 +68,7 @@ class _Dense(nn.Module):
         return self.layers(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (DENSE_TILE, DENSE_TILE):
+        if not torch.jit.is_tracing() and x.shape[-2:] != (DENSE_TILE, DENSE_TILE):
             raise ValueError(
                 f"dense_cnn scores {DENSE_TILE} px tiles, got {tuple(x.shape[-2:])}; use .dense()"
             )

@@ -1,0 +1,96 @@
+"""Inference precision per machine: bf16 autocast agrees with fp32 within 0.01 in probability (tile and
+dense paths), ``auto`` is decided once per process and model, bad values are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_helpers import save_dense_model, save_small_bn_model
+
+from wsi_pipeline.errors import OptionError
+from wsi_pipeline.inference import TileInference
+from wsi_pipeline.inference.autoprecision import clear_cache, engine_precision
+from wsi_pipeline.models import load_model
+from wsi_pipeline.options import InferenceOptions
+from wsi_pipeline.precision import MAX_PROB_DIFF, cpu_has_native_bf16
+
+
+def _image_reader(stride: int, n: int = 10):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 240, size=((n - 1) * stride + 96, (n - 1) * stride + 96, 3), dtype=np.uint8)
+
+    def read_block(row0: int, col0: int, n_rows: int, n_cols: int) -> np.ndarray:
+        y, x = row0 * stride, col0 * stride
+        return image[y : y + (n_rows - 1) * stride + 96, x : x + (n_cols - 1) * stride + 96]
+
+    return np.argwhere(np.ones((n, n), bool)), read_block
+
+
+@pytest.mark.parametrize(("kind", "stride"), [("dense", 32), ("tiles", 96)])
+def test_bf16_agrees_with_fp32(tmp_path: Path, kind: str, stride: int) -> None:
+    folder = save_dense_model(tmp_path / "m") if kind == "dense" else save_small_bn_model(tmp_path / "m")
+    model = load_model(folder)
+    cells, read = _image_reader(stride)
+    runs = {p: TileInference(model, precision=p).run(cells, read, 96, stride) for p in ("fp32", "bf16")}
+    assert runs["bf16"].stats.precision == "bfloat16" and runs["fp32"].stats.precision == "float32"
+    assert runs["bf16"].stats.mode == ("dense x1" if kind == "dense" else "tiles")
+    diff = np.abs(runs["bf16"].probs - runs["fp32"].probs)
+    assert 0 < diff.max() <= MAX_PROB_DIFF  # bf16 really ran, and agrees
+
+
+def test_auto_is_measured_once_per_model_and_process() -> None:
+    clear_cache()
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1))
+    forward = lambda x: net(x).mean((1, 2, 3))  # noqa: E731
+    probes: list[int] = []
+
+    def probe() -> torch.Tensor:
+        probes.append(1)
+        return torch.rand(8, 3, 48, 48)
+
+    cpu = torch.device("cpu")
+    first = engine_precision("auto", cpu, ("model-a",), forward, probe)
+    second = engine_precision("auto", cpu, ("model-a",), forward, probe)
+    assert first == second and first.reason
+    assert len(probes) == (1 if cpu_has_native_bf16() else 0)  # measured only where bf16 is native
+    if first.dtype is not None:
+        assert "agrees with fp32" in first.reason
+    assert engine_precision("fp32", cpu, ("model-a",), forward, probe).dtype is None
+    assert engine_precision("bf16", cpu, ("model-a",), forward, probe).dtype == torch.bfloat16
+    clear_cache()
+
+
+def test_bad_precision_is_refused() -> None:
+    with pytest.raises(OptionError, match="--precision"):
+        InferenceOptions(precision="int4")
+
+
+@pytest.mark.parametrize(("kind", "stride"), [("dense", 32), ("tiles", 96)])
+def test_frozen_graph_equals_the_eager_module(tmp_path: Path, kind: str, stride: int) -> None:
+    folder = save_dense_model(tmp_path / "m") if kind == "dense" else save_small_bn_model(tmp_path / "m")
+    model = load_model(folder)
+    cells, read = _image_reader(stride)
+    default = TileInference(model, precision="fp32").run(cells, read, 96, stride)
+    assert not default.stats.frozen  # eager unless asked: frozen measured no faster in the engine
+    frozen = TileInference(model, precision="fp32", freeze="always").run(cells, read, 96, stride)
+    eager = TileInference(model, precision="fp32", freeze="never").run(cells, read, 96, stride)
+    assert frozen.stats.frozen and not eager.stats.frozen
+    np.testing.assert_allclose(frozen.probs, eager.probs, atol=1e-5)
+    bf16 = TileInference(model, precision="bf16", freeze="always").run(cells, read, 96, stride)
+    assert bf16.stats.frozen  # traced under autocast: the graph itself runs in bf16
+    assert 0 < np.abs(bf16.probs - eager.probs).max() <= MAX_PROB_DIFF
+
+
+def test_untraceable_module_runs_eagerly() -> None:
+    from wsi_pipeline.inference.frozen import frozen_forward
+
+    class DataDependent(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean((1, 2, 3)) if float(x.sum()) > 0 else -x.mean((1, 2, 3))
+
+    module = DataDependent()
+    forward, frozen = frozen_forward(module, -torch.rand(4, 3, 8, 8), dense=False)
+    assert not frozen and forward is module

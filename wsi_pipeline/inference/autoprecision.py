@@ -1,0 +1,104 @@
+"""The precision the engine runs a model in: :func:`wsi_pipeline.precision.choose_precision` fed with a
+probe of real tiles (the first block of the slide), decided once per process, model, device, mode and
+request.
+
+``fp32``/``bf16`` are obeyed. ``auto``: fp32 on CPUs without native bf16 (AVX512-BF16/AMX); where it
+is native, bf16 autocast is timed against fp32 on the probe (median of 3 after a warm-up) and chosen
+only when at least :data:`~wsi_pipeline.precision.MIN_SPEEDUP` faster and its probabilities agree
+with fp32's within :data:`~wsi_pipeline.precision.MAX_PROB_DIFF`; on CUDA bf16 where supported and
+agreeing. The probe costs about 8 passes over a 32-tile batch (or a 320 px dense region).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from wsi_pipeline.inference.batches import CPU_MODEL_CHUNK
+from wsi_pipeline.inference.dense import DensePlan
+from wsi_pipeline.models.io import LoadedModel
+from wsi_pipeline.precision import Precision, check_precision, choose_precision
+
+#: Side (px) of the region the probe of a dense model runs on.
+PROBE_REGION_PX = 320
+
+_CACHE: dict[tuple[object, ...], Precision] = {}
+_LOCK = threading.Lock()
+
+
+def engine_precision(
+    requested: str,
+    device: torch.device,
+    key: tuple[object, ...],
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    probe: Callable[[], torch.Tensor],
+) -> Precision:
+    """The precision for a model (identified by ``key``) on ``device``.
+
+    ``forward(x)`` returns logits for a model input; ``probe()`` gives that input (called only when a
+    measurement is needed). Cached for the process.
+    """
+    check_precision(requested)
+    if requested != "auto":
+        return choose_precision(requested, device, lambda p: None)
+    cache_key = (*key, str(device))
+    with _LOCK:
+        if cache_key in _CACHE:
+            return _CACHE[cache_key]
+    x: list[torch.Tensor] = []
+
+    def data() -> torch.Tensor:
+        if not x:
+            x.append(probe().to(device))
+        return x[0]
+
+    def run(precision: Precision) -> torch.Tensor:
+        with torch.inference_mode(), precision.autocast(device):
+            out = forward(data()).float()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+
+    def agree() -> float:
+        fp32 = torch.sigmoid(run(Precision(None, "probe")))
+        bf16 = torch.sigmoid(run(Precision(torch.bfloat16, "probe")))
+        return float((fp32 - bf16).abs().max())
+
+    chosen = choose_precision("auto", device, run, agree)
+    with _LOCK:
+        _CACHE[cache_key] = chosen
+    return chosen
+
+
+def probe_input(
+    model: LoadedModel,
+    plan: DensePlan | None,
+    pixels: np.ndarray,
+    tile_px: int,
+    stride_px: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """A model input cut from the first block read: :data:`CPU_MODEL_CHUNK` tiles (repeated when the
+    block has fewer), or for a dense plan a region of up to :data:`PROBE_REGION_PX` px per side."""
+    if plan is not None:
+        side = [
+            plan.tile + (min(PROBE_REGION_PX, n) - plan.tile) // plan.net_stride * plan.net_stride
+            for n in pixels.shape[:2]
+        ]
+        batch = torch.from_numpy(np.ascontiguousarray(pixels[: side[0], : side[1]]))[None]
+    else:
+        views = np.lib.stride_tricks.sliding_window_view(pixels, (tile_px, tile_px, 3))
+        views = views[::stride_px, ::stride_px, 0].reshape(-1, tile_px, tile_px, 3)
+        reps = -(-CPU_MODEL_CHUNK // len(views))
+        tiles = np.concatenate([views[:CPU_MODEL_CHUNK]] * reps)[:CPU_MODEL_CHUNK]
+        batch = torch.from_numpy(np.ascontiguousarray(tiles))
+    return model.preprocess(batch.to(device))
+
+
+def clear_cache() -> None:
+    """Forget earlier decisions (tests, benchmarks)."""
+    with _LOCK:
+        _CACHE.clear()
