@@ -82,7 +82,7 @@ def wsinfer_config(model: LoadedModel) -> dict[str, Any]:
         "wsi_pipeline": {
             "name": model.name,
             "weights_sha256": model.weights_sha256,
-            "output": "two logits [0, z / T]; softmax(...)[1] = sigmoid(z / T) = calibrated tumour probability",
+            "output": "two logits [0, z / T]; softmax(...)[1] = sigmoid(z / T) = tumour probability",
             "temperature": float(cfg.temperature),
         },
     }

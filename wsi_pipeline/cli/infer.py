@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from tqdm import tqdm
 
 from wsi_pipeline.cli.common import (
     CONTEXT,
@@ -17,11 +16,11 @@ from wsi_pipeline.cli.common import (
     device_option,
     is_quiet,
     model_option,
-    progress_disable,
     rule_options,
     run_cli,
     standard_options,
 )
+from wsi_pipeline.cli.progress import TileProgressBar
 from wsi_pipeline.cli.slide_paths import SLIDE_EXTENSIONS, expand_slide_paths
 from wsi_pipeline.errors import WsiPipelineError, one_line_error
 from wsi_pipeline.files import check_distinct_slides
@@ -53,7 +52,7 @@ def infer_one(
     """
     from wsi_pipeline.pipeline import run_slide
 
-    bar = _ProgressBar(slide.name, enabled=progress)
+    bar = TileProgressBar(slide.name, enabled=progress)
     try:
         result = run_slide(slide, out_root, options, model, progress=bar.update)
     except WsiPipelineError as exc:
@@ -69,34 +68,6 @@ def infer_one(
     for warning in s.warnings:
         (echo_err or (lambda text: click.echo(text, err=True)))(f"warning: {slide.name}: {warning}")
     return result
-
-
-class _ProgressBar:
-    """tqdm bar on stderr created when the number of tissue tiles is known."""
-
-    def __init__(self, name: str, enabled: bool) -> None:
-        self.name = name
-        self.enabled = enabled
-        self.bar: tqdm | None = None
-
-    def update(self, increment: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:  # only on a terminal (tqdm's disable=None)
-            self.bar = tqdm(
-                total=total,
-                desc=self.name,
-                unit="tile",
-                leave=False,
-                dynamic_ncols=True,
-                disable=progress_disable(),
-            )
-        self.bar.update(increment)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
