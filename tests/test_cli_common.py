@@ -16,9 +16,9 @@ from test_cli_eval import make_dataset, save_probe
 from wsi_pipeline import __version__
 from wsi_pipeline.cli import common
 from wsi_pipeline.cli.evaluate import evaluate_command
-from wsi_pipeline.cli.infer import _ProgressBar
 from wsi_pipeline.cli.infer import cli as infer_cli
 from wsi_pipeline.cli.main import cli as pipeline_cli
+from wsi_pipeline.cli.progress import TileProgressBar
 from wsi_pipeline.cli.slide_paths import expand_slide_paths
 from wsi_pipeline.cli.train import train_command
 from wsi_pipeline.errors import OptionError
@@ -98,7 +98,7 @@ def test_quiet_and_verbose_set_the_logging_level():
 
 
 def test_progress_bar_only_on_a_terminal(capsys):
-    bar = _ProgressBar("slide.svs", enabled=True)
+    bar = TileProgressBar("slide.svs", enabled=True)
     bar.update(1, 10)  # pytest's stderr is not a terminal
     assert bar.bar is not None and bar.bar.disable
     bar.close()
