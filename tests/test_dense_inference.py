@@ -109,8 +109,10 @@ def test_dense_ensemble_equals_tile_by_tile(tmp_path: Path, mosaic: Path) -> Non
 def test_which_models_qualify(tmp_path: Path, dense_model: LoadedModel) -> None:
     plain = load_model(save_small_bn_model(tmp_path / "plain"))  # zero-padded ResNet: not dense
     assert dense_plan(plain, 96, 32) is None
-    cropped = load_model(save_dense_model(tmp_path / "crop", center_crop=64))  # sees only the centre
-    assert dense_plan(cropped, 96, 32) is None
+    from wsi_pipeline.errors import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match="does not run on 64x64"):  # refused when loaded
+        load_model(save_dense_model(tmp_path / "crop", center_crop=64))
     assert dense_plan(dense_model, 64, 32) is None  # tiles of another size than the network's
     assert choose_dense(dense_model, 96, 32, "auto") is not None
     assert choose_dense(dense_model, 96, 96, "auto") is None  # no cheaper than tile by tile: skip glass

@@ -3,6 +3,7 @@ dense paths), ``auto`` is decided once per process and model, bad values are ref
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,32 @@ def test_auto_is_measured_once_per_model_and_process() -> None:
     assert engine_precision("fp32", cpu, ("model-a",), forward, probe).dtype is None
     assert engine_precision("bf16", cpu, ("model-a",), forward, probe).dtype == torch.bfloat16
     clear_cache()
+
+
+def test_auto_decision_is_stored_for_the_machine_and_reused_by_a_new_process() -> None:
+    """A timed decision is noisy: a second process (here: the in-process cache forgotten, the stored
+    file kept) must reuse the first one's, so reruns run in the same precision."""
+    from wsi_pipeline.inference import autoprecision
+
+    clear_cache()
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1))
+    forward = lambda x: net(x).mean((1, 2, 3))  # noqa: E731
+    cpu = torch.device("cpu")
+    first = engine_precision("auto", cpu, ("model-b",), forward, lambda: torch.rand(8, 3, 48, 48))
+    if not cpu_has_native_bf16():
+        pytest.skip("fp32 without a measurement on CPUs without native bf16: nothing to store")
+    stored = json.loads(autoprecision.precision_file().read_text())
+    (entry,) = [v for k, v in stored.items() if k.startswith("model-b |")]
+    assert entry["dtype"] == first.name
+    autoprecision._CACHE.clear()  # a new process: only the file is left
+
+    def no_probe() -> torch.Tensor:
+        raise AssertionError("measured again although the machine's decision is stored")
+
+    again = engine_precision("auto", cpu, ("model-b",), forward, no_probe)
+    assert again.dtype == first.dtype and "decided earlier on this machine" in again.reason
+    clear_cache()
+    assert not autoprecision.precision_file().exists()
 
 
 def test_bad_precision_is_refused() -> None:

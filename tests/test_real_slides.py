@@ -175,7 +175,7 @@ def test_probe_model_on_real_slide_matches_direct_tile_reads(slides_dir, probe, 
     from wsi_pipeline.testing import probe_probability
 
     slide = slides_dir / "cmu1_small_pyramid_generic.tif"
-    result = run_slide(slide, tmp_path, InferenceOptions(stride=48), probe)
+    result = run_slide(slide, tmp_path, InferenceOptions(stride=48, precision="fp32"), probe)
     heatmap, attrs = read_heatmap_zarr(result.out_dir / "heatmap.zarr")
     ox, oy = attrs["origin_level0"]
     s0, t0 = attrs["stride_level0_px"], attrs["tile_size_level0_px"]

