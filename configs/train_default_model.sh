@@ -6,8 +6,10 @@
 # Trains the two ensemble members (configs/default.yaml and default_b.yaml: the same network with
 # seeds 0 and 1 on the same validation split), joins them with `wsi-pipeline ensemble --data`, which scores the ensemble on that
 # split and records the figures in its config.json, then prints the copy command that ships it.
-# On a 2-core CPU with 1 thread per run: ~65 + ~50 min one after another, or ~65 min with PARALLEL=2
-# (both members at once); on a GPU add DEVICE=cuda.
+# On a quiet 2-core CPU with native bf16 (AMD EPYC Zen 5) and 1 thread per run: ~21 min per member
+# (32 s per epoch), both at once with PARALLEL=2 (~69 min each on a machine shared with other jobs);
+# on a GPU add DEVICE=cuda. Then record the out-of-domain statistics and fit the calibration and the
+# lesion rule (commands printed at the end).
 set -euo pipefail
 DATA=${1:-../shared/data/hcd_patches}
 RUN=${2:-runs/default}
@@ -31,5 +33,7 @@ else
   train_member b default_b.yaml
 fi
 "$BIN/wsi-pipeline" ensemble "$RUN/a/model" "$RUN/b/model" \
-  -o "$RUN/model" --name default-context_cnn-ensemble --data "$DATA"
-echo "ship it: cp $RUN/model/model.safetensors $RUN/model/config.json wsi_pipeline/models/weights/default/"
+  -o "$RUN/model" --name default-context_cnn-hed-ensemble --data "$DATA"
+"$BIN/wsi-pipeline" domain-stats "$RUN/model" --data "$DATA"
+echo "fit calibration + lesion rule: $BIN/wsi-pipeline calibrate --model $RUN/model --data $DATA --in-place --seed 0 --grid 72 --negative 20 --itc 2 --micro 10 --macro 6"
+echo "ship it: cp $RUN/model/model.safetensors $RUN/model/config.json $RUN/model/train_patches.u64 wsi_pipeline/models/weights/default/"
