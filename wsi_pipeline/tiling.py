@@ -31,8 +31,7 @@ from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
 from wsi_pipeline.slide.base import best_level
 from wsi_pipeline.slide.info import SlideInfo, check_mpp
 
-#: A cell coordinate: one number, or an array of them (one per cell).
-Coord = TypeVar("Coord", float, np.ndarray)
+Coord = TypeVar("Coord", float, np.ndarray)  # a cell coordinate: a number, or an array of them
 
 #: Slides more than this many times coarser than the model (level-0 px per model px below it) are
 #: refused: their um/px is almost certainly wrong (e.g. a thumbnail-resolution TIFF tag).
@@ -204,12 +203,9 @@ class TileGrid:
     def tiles(self) -> Tiles:
         """All cells of the grid in row-major order."""
         rows, cols = self.shape
-        grid_r, grid_c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        rr, cc = grid_r.ravel(), grid_c.ravel()
+        rr, cc = (a.ravel() for a in np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"))
         x, y = self.cell_origin(rr, cc)
-        return Tiles(
-            rr, cc, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), self.tile_size0
-        )
+        return Tiles(rr, cc, np.asarray(x, np.float64), np.asarray(y, np.float64), self.tile_size0)
 
     def tile_boxes(self, cells: np.ndarray) -> np.ndarray:
         """Level-0 ``(minx, miny, width, height)`` of the tiles of ``cells`` (row, col)."""
