@@ -99,7 +99,8 @@ def exportable_module(model: LoadedModel) -> nn.Module:
     import copy
 
     module = copy.deepcopy(model.module).float().cpu().eval()
-    module = module.to(memory_format=torch.contiguous_format)
+    # Module.to(memory_format=...) exists at runtime but is missing from torch's overload stubs
+    module = module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return TwoClassLogits(module, int(cfg.patch_size), cfg.center_crop, cfg.temperature).eval()
 
 
@@ -159,7 +160,6 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
             "ONNX export needs the 'onnx' and 'onnxscript' packages: pip install 'wsi-pipeline[onnx]'"
         ) from None
     tmp = path.with_name(path.name + ".tmp")
-    names = {"input_names": ["input"], "output_names": ["logits"]}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)
         if importlib.util.find_spec("onnxscript") is not None:
@@ -173,7 +173,8 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
                 dynamo=True,
                 external_data=False,
                 verbose=False,
-                **names,
+                input_names=["input"],
+                output_names=["logits"],
             )
         else:  # older TorchScript-based exporter: needs only 'onnx'
             torch.onnx.export(
@@ -183,6 +184,7 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                 opset_version=17,
                 dynamo=False,
-                **names,
+                input_names=["input"],
+                output_names=["logits"],
             )
     tmp.replace(path)

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, overload
 
 import numpy as np
 
@@ -173,6 +174,10 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return path
 
 
+@overload
+def json_safe(value: dict[Any, Any]) -> JsonDict: ...
+@overload
+def json_safe(value: object) -> JsonValue: ...
 def json_safe(value: object) -> JsonValue:
     """Recursively turn numpy scalars/arrays, tuples, paths and non-finite floats into JSON values."""
     if isinstance(value, dict):

@@ -58,7 +58,7 @@ class InferenceOptions:
             value = getattr(self, name)
             if value is None and name == "stride":
                 continue
-            if not (isinstance(value, Real) and not isinstance(value, bool) and int(value) == value):
+            if not (isinstance(value, Real) and not isinstance(value, bool) and float(value).is_integer()):
                 raise OptionError(f"{flag} must be a whole number, got {value!r}")
             if value < low:
                 unit = " model pixel" if name == "stride" else ""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Real
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from wsi_pipeline.errors import NoTissueError, OptionError, UnknownMppError
 from wsi_pipeline.pcam import PCAM_MPP, PCAM_PATCH
 from wsi_pipeline.slide.base import best_level
 from wsi_pipeline.slide.info import SlideInfo, check_mpp
+
+Coord = TypeVar("Coord", float, np.ndarray)  # a cell coordinate: a number, or an array of them
 
 #: Slides more than this many times coarser than the model (level-0 px per model px below it) are
 #: refused: their um/px is almost certainly wrong (e.g. a thumbnail-resolution TIFF tag).
@@ -149,16 +152,16 @@ class TileGrid:
     level_downsample: float = 1.0  # its downsample (level-0 px per level px)
 
     def __post_init__(self) -> None:
-        if self.stride is None:
-            object.__setattr__(self, "stride", self.patch_size)
+        stride = self.patch_size if self.stride is None else self.stride
+        object.__setattr__(self, "stride", stride)
         check_mpp(self.slide_mpp, "slide mpp")
         check_mpp(self.model_mpp, "model mpp")
-        for name, value in (("patch size", self.patch_size), ("stride", self.stride)):
+        for name, value in (("patch size", self.patch_size), ("stride", stride)):
             if not (isinstance(value, Real) and value > 0 and math.isfinite(value)):
                 raise OptionError(f"{name} must be a positive number, got {value!r}")
-        if int(self.stride) != self.stride:
-            raise OptionError(f"stride must be a whole number of model pixels, got {self.stride!r}")
-        check_stride(int(self.stride), int(self.patch_size))
+        if int(stride) != stride:
+            raise OptionError(f"stride must be a whole number of model pixels, got {stride!r}")
+        check_stride(int(stride), int(self.patch_size))
         if self.level < 0 or not self.level_downsample > 0:
             raise ValueError(f"level must be >= 0 with a positive downsample, got {self.level}")
 
@@ -193,19 +196,16 @@ class TileGrid:
         rows, cols = self.shape
         return rows * cols
 
-    def cell_origin(self, row: float, col: float) -> tuple[float, float]:
+    def cell_origin(self, row: Coord, col: Coord) -> tuple[Coord, Coord]:
         """Level-0 top-left of the tile of heatmap cell (row, col)."""
         return (self.origin_x + col * self.stride0, self.origin_y + row * self.stride0)
 
     def tiles(self) -> Tiles:
         """All cells of the grid in row-major order."""
         rows, cols = self.shape
-        rr, cc = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        rr, cc = rr.ravel(), cc.ravel()
+        rr, cc = (a.ravel() for a in np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"))
         x, y = self.cell_origin(rr, cc)
-        return Tiles(
-            rr, cc, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), self.tile_size0
-        )
+        return Tiles(rr, cc, np.asarray(x, np.float64), np.asarray(y, np.float64), self.tile_size0)
 
     def tile_boxes(self, cells: np.ndarray) -> np.ndarray:
         """Level-0 ``(minx, miny, width, height)`` of the tiles of ``cells`` (row, col)."""

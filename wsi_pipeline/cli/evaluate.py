@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +21,11 @@ from wsi_pipeline.cli.common import (
 )
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.files import write_text_atomic
+
+if TYPE_CHECKING:  # the heavy imports stay inside main (fast --help)
+    import numpy as np
+
+    from wsi_pipeline.evaluation.report import EvaluationResult
 
 
 def _change(name: str, value: float | None, plain: float | None) -> str:
@@ -154,8 +162,20 @@ def evaluate_command(
     warning = overlap_warning(scope)
     if warning:
         click.echo(warning, err=True)
-    run = dict(tta=tta, batch_size=batch_size, n_boot=n_boot, seed=seed, progress=progress)
-    result = evaluate_model(model, scope.cached, **run)
+
+    def run(transform: Callable[[np.ndarray], np.ndarray] | None = None) -> EvaluationResult:
+        return evaluate_model(
+            model,
+            scope.cached,
+            tta=tta,
+            batch_size=batch_size,
+            n_boot=n_boot,
+            seed=seed,
+            progress=progress,
+            transform=transform,
+        )
+
+    result = run()
     result.info.update(sample=int(sample) if sample else None, data=dataset.describe())
     result.info["device"] = str(torch_device)
     result.info["patches"] = scope.description
@@ -165,9 +185,7 @@ def evaluate_command(
         result.info["data"]["split"] = split
     restained = []
     for h, e in stainings:
-        other = evaluate_model(
-            model, scope.cached, transform=lambda x, h=h, e=e: restain_patches(x, h, e), **run
-        )
+        other = run(partial(restain_patches, haematoxylin=h, eosin=e))
         restained.append({"haematoxylin": h, "eosin": e, **other.metrics})
     result.info["restained"] = restained
     summary = result.to_dict()

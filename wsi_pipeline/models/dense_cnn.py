@@ -78,6 +78,8 @@ class _Dense(nn.Module):
 class DenseCNN(_Dense):
     """See the module docstring."""
 
+    layers: nn.Sequential  # the trainable network; its inference copy may be an fx graph
+
     def __init__(self, widths: Sequence[int], dropout: float, group: str) -> None:
         super().__init__()
         if len(widths) != 5 or any(int(w) < 1 for w in widths):
@@ -99,12 +101,9 @@ class DenseCNN(_Dense):
                 )
                 layers += [conv, GroupBatchNorm(c_out), nn.ReLU(inplace=True)]
             else:
-                layers += [
-                    nn.Conv2d(c_in, c_out, k, stride=stride, bias=False),
-                    nn.BatchNorm2d(c_out),
-                    nn.ReLU(inplace=True),
-                ]
-                nn.init.kaiming_normal_(layers[-3].weight, mode="fan_out", nonlinearity="relu")
+                plain = nn.Conv2d(c_in, c_out, k, stride=stride, bias=False)
+                layers += [plain, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                nn.init.kaiming_normal_(plain.weight, mode="fan_out", nonlinearity="relu")
         if group == "d4":
             layers.append(GroupPool())
         layers += [nn.Dropout(float(dropout)), nn.Conv2d(int(widths[4]), 1, 1)]
@@ -149,6 +148,8 @@ class GroupConv(nn.Module):
     """Orientation channels -> orientation channels with tied weights:
     ``out[o, g] = sum_{i, h} conv(f[i, h], T_g W[o, i, g^-1 h])`` (equivariant to D4)."""
 
+    perms: torch.Tensor  # buffer: (8, 8) orientation permutation per group element
+
     def __init__(self, c_in: int, c_out: int, k: int) -> None:
         super().__init__()
         # stored 4-D, (out, in x orientation, k, k), so the module converts to channels-last
@@ -174,6 +175,9 @@ class GroupBatchNorm(nn.Module):
     free view ``(N, C, 8 * H * W)`` of NCHW-contiguous input: the group layers keep NCHW (their
     expanded weights are contiguous); channels-last input is made contiguous first."""
 
+    running_mean: torch.Tensor  # buffers
+    running_var: torch.Tensor
+
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.channels, self.momentum, self.eps = channels, momentum, eps
@@ -184,10 +188,11 @@ class GroupBatchNorm(nn.Module):
 
     def expanded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Running mean, running var, weight and bias repeated for every orientation channel."""
-        return tuple(  # type: ignore[return-value]
+        mean, var, weight, bias = (
             t.repeat_interleave(GROUP_ORDER)
             for t in (self.running_mean, self.running_var, self.weight, self.bias)
         )
+        return mean, var, weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c8, h, w = x.shape
@@ -226,6 +231,7 @@ def plain_layers(layers: nn.Sequential) -> nn.Sequential:
         elif isinstance(layer, GroupBatchNorm):
             mean, var, weight, bias = (t.detach() for t in layer.expanded())
             bn = nn.BatchNorm2d(len(mean), eps=layer.eps)
+            assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats
             bn.running_mean.copy_(mean)
             bn.running_var.copy_(var)
             bn.weight.data.copy_(weight)

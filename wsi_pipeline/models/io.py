@@ -164,7 +164,8 @@ def load_model(path: Path | str | None = None, device: str | torch.device = "cpu
         ) from exc
     _dry_run(module, config, config_path)
     module.eval().to(device)
-    module.to(memory_format=torch.channels_last)
+    # Module.to(memory_format=...) exists at runtime but is missing from torch's overload stubs
+    module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return LoadedModel(module=module, config=config, path=folder, weights_sha256=file_sha256(weights))
 
 

@@ -13,12 +13,12 @@ import shapely
 from shapely.geometry import mapping
 
 from wsi_pipeline.aggregation import TumourRegion
-from wsi_pipeline.files import JsonDict, json_safe
+from wsi_pipeline.files import JsonDict, JsonValue, json_safe
 from wsi_pipeline.result import SlideResult
 from wsi_pipeline.tiling import CellGeometry
 
 NAME = "tumor.geojson"
-TUMOR_CLASS = {"name": "Tumor", "color": [200, 0, 0]}
+TUMOR_CLASS: JsonDict = {"name": "Tumor", "color": [200, 0, 0]}
 
 
 def write(folder: Path, result: SlideResult) -> None:
@@ -62,7 +62,7 @@ def tumour_features(
     ``area_mm2``, ``max_diameter_mm``, ``mean_prob`` and ``max_prob``); the pipeline passes only the
     lesions its decision rule kept, each with its ``confidence`` (:mod:`wsi_pipeline.lesions`).
     """
-    features = []
+    features: list[JsonValue] = []
     for i, region in enumerate(regions):
         shape = cells_to_geometry(region.cells, geometry)
         properties: JsonDict = {

@@ -16,6 +16,7 @@ heatmap lies on the slide in napari and any NGFF viewer. ``xarray.open_zarr`` (d
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from wsi_pipeline import __version__
 from wsi_pipeline.errors import OutputError
-from wsi_pipeline.files import JsonDict, json_safe
+from wsi_pipeline.files import JsonDict, JsonValue, json_safe
 from wsi_pipeline.outputs.zarr_store import consolidate, create_group, is_group, open_node, write_array
 from wsi_pipeline.result import SlideResult
 from wsi_pipeline.summary import SlideSummary
@@ -92,13 +93,13 @@ def downsample_mean(heatmap: np.ndarray) -> np.ndarray:
         return np.nanmean(blocks, axis=(1, 3)).astype(np.float32)
 
 
-def multiscales(attrs: dict[str, Any], n_levels: int) -> list[dict[str, Any]]:
+def multiscales(attrs: Mapping[str, Any], n_levels: int) -> list[JsonValue]:
     """The NGFF 0.4 ``multiscales`` entry of ``n_levels`` levels (2x apart) for our geometry."""
     mpp = float(attrs["mpp"])
     cell = float(attrs["cell_size_level0_px"])
     x0, y0 = (float(v) for v in attrs["cell_origin_level0"])
     bx, by = (float(v) for v in attrs.get("bounds_offset_level0", (0, 0)))
-    datasets = []
+    datasets: list[JsonValue] = []
     for level in range(n_levels):
         side = cell * 2**level  # level-0 px per cell of this level
         datasets.append(
@@ -148,8 +149,8 @@ def write_heatmap_zarr(path: Path, heatmap: np.ndarray, attrs: dict[str, Any], c
     levels = [level]
     for _ in range(COARSER_LEVELS):
         levels.append(downsample_mean(levels[-1]))
-    attrs = json_safe(attrs)
-    group = create_group(path, {**attrs, "multiscales": multiscales(attrs, len(levels))})
+    safe = json_safe(attrs)
+    group = create_group(path, {**safe, "multiscales": multiscales(safe, len(levels))})
     for index, data in enumerate(levels):
         write_array(group, str(index), data, (chunk, chunk), dimension_names(index), fill_value=np.nan)
     consolidate(path)

@@ -50,7 +50,7 @@ def thumbnail_size(dimensions: tuple[int, int]) -> int:
 def region_rings(result: SlideResult) -> list[list[Ring]]:
     """Per tumour region of the aggregate, its outline rings (exteriors and holes) in level-0 px."""
     geometry = result.grid.cell_geometry()
-    out = []
+    out: list[list[Ring]] = []
     for region in result.regions:
         shape = cells_to_geometry(region.cells, geometry)
         polygons = list(getattr(shape, "geoms", [shape]))

@@ -19,6 +19,8 @@ OpenSlide blends neighbouring pixels for fractional level coordinates).
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import numpy as np
 
 from wsi_pipeline.errors import SlideOpenError
@@ -147,7 +149,9 @@ def _same_levels(primary: SlideReader, tiff: TiffFileReader) -> set[int]:
     return same
 
 
-def _verified(primary: SlideReader, fast, levels, tolerance: int) -> set[int]:  # type: ignore[no-untyped-def]
+def _verified(
+    primary: SlideReader, fast: SlideReader | JpegBlockReader, levels: AbstractSet[int], tolerance: int
+) -> set[int]:
     """Levels where ``fast`` returns ``primary``'s pixels (max difference <= ``tolerance``) for probe
     regions at the centre, near the far corner at an odd, tile-straddling offset, and over the
     bottom-right edge. Any read error drops the level (the primary reports errors its own way)."""

@@ -96,7 +96,8 @@ class TiffFileReader(SlideReader):
                 continue
             if key.photometric not in _SUPPORTED_PHOTOMETRIC:
                 raise SlideOpenError(
-                    f"{self.path}: unsupported TIFF photometric interpretation {key.photometric.name}"
+                    f"{self.path}: unsupported TIFF photometric interpretation "
+                    f"{_photometric_name(key.photometric)}"
                 )
             pages = [p for p in level_series.pages if p is not None]
             extra_axes = level_series.axes[: len(level_series.axes) - len(key.axes)]
@@ -288,3 +289,11 @@ def _white_value(page: tifffile.TiffPage) -> float | int:
         return 0
     dtype = np.dtype(page.dtype)
     return np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 1.0
+
+
+def _photometric_name(value: int) -> str:
+    """The TIFF photometric tag's name (tifffile's enum member), else its number."""
+    try:
+        return tifffile.PHOTOMETRIC(value).name
+    except ValueError:
+        return str(value)
