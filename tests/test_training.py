@@ -79,15 +79,17 @@ def test_defaults_are_the_study_settings() -> None:
     )
 
 
-def test_default_model_members_differ_only_in_seed_and_epochs() -> None:
-    """configs/default.yaml and default_b.yaml: one network, two seeds, one validation split."""
+def test_default_model_members_differ_only_in_seed() -> None:
+    """configs/default.yaml and default_b.yaml: one network and recipe (HED jitter, EMA), two seeds,
+    one validation split."""
     configs = Path(__file__).parents[1] / "configs"
     a = TrainConfig.from_yaml(configs / "default.yaml").to_dict()
     b = TrainConfig.from_yaml(configs / "default_b.yaml").to_dict()
     assert a["model_kwargs"] == {"widths": [24, 48, 96, 192], "dropout": 0.3, "stem": "conv"}
-    assert (a["seed"], a["split_seed"], b["seed"], b["split_seed"]) == (0, None, 1, 0)
+    assert (a["seed"], a["split_seed"], b["seed"], b["split_seed"]) == (0, 0, 1, 0)
+    assert a["augment"]["hed"] and a["augment"]["hed_scale"] == 0.35 and a["ema_decay"] == 0.999
     differing = {key for key in a if a[key] != b[key]}
-    assert differing == {"seed", "split_seed", "epochs"}
+    assert differing == {"seed"}
 
 
 def test_learning_rate_decays() -> None:
