@@ -206,7 +206,10 @@ def test_view_command_serves_full_resolution_tiles(context, real_results):
             viewer.js("wsiViewer.data.lesions.length") >= 1
             and viewer.js("wsiViewer.data.heatmap") is not None
         )
-        viewer.js("wsiViewer.goToLesion(wsiViewer.data.lesions.length - 1)")  # smallest: zooms to 1:1
+        viewer.js("wsiViewer.goToLesion(wsiViewer.data.lesions.length - 1)")  # the smallest lesion
+        # then to 1:1 (one screen pixel per slide pixel) where it is: full-resolution tiles are needed
+        viewer.js("(() => { const v = wsiViewer.viewer;"
+                  " v.viewport.zoomTo(v.world.getItemAt(0).imageToViewportZoom(1)); })()")  # fmt: skip
         viewer.settle()
         max_level = viewer.js("wsiViewer.data.tiles.maxLevel")
         assert viewer.tiles and all(status == 200 for _, status in viewer.tiles), viewer.tiles
