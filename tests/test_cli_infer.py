@@ -292,6 +292,24 @@ def test_demo_command_runs_on_cached_slide(tmp_path, slides, probe_dir, monkeypa
     assert (out / "CMU-1-Small-Region" / "heatmap.zarr").is_dir()
 
 
+def test_demo_on_the_real_skin_slide_carries_the_domain_warning(tmp_path, shared_data, monkeypatch):
+    """The demo slide (CMU-1, skin) is not lymph node: the demo's call comes with the default model's
+    out-of-domain warning, worded as a suggestion."""
+    import shutil
+
+    from wsi_pipeline.cli.main import cli as main_cli
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(shared_data / "slides" / "cmu1_small_region.svs", cache / "CMU-1-Small-Region.svs")
+    monkeypatch.setenv("WSI_PIPELINE_CACHE", str(cache))
+    result = CliRunner().invoke(main_cli, ["demo", "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    warning = "warning: CMU-1-Small-Region.svs: tissue does not look like the model's training data"
+    assert warning in result.output
+    assert "suspected" in result.output  # the call is worded as the model's suggestion
+
+
 # --- one run per output folder, checked before the slide is analysed (issue 11 #3, #8) -------------
 _HOLD_LOCK = (
     "import sys; from wsi_pipeline.outdir import output_folder_lock\n"

@@ -43,9 +43,11 @@ def demo_command(out_root: Path, model_path: Path | None, device: str) -> None:
         result = run_slide(slide, out_dir, options, model)
     s = result.summary
     click.echo(
-        f"slide score {s.slide_score:.3f} ({s.category}; {s.n_tiles_tissue} tissue tiles, "
+        f"slide score {s.slide_score:.3f} ({s.diagnosis()['call']}; {s.n_tiles_tissue} tissue tiles, "
         f"{s.timings.total_s:.1f} s)"
     )
+    for warning in s.warnings:  # the demo slide is skin, not lymph node: it carries the domain warning
+        click.echo(f"warning: {slide.name}: {warning}", err=True)
     click.echo(f"outputs in {result.out_dir.resolve()}:")
     for name in s.outputs:
         click.echo(f"  {name}")
