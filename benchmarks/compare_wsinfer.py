@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import numpy as np
 import psutil
 import torch
 from _mosaic import build_mosaic  # beside this script (python puts its folder on sys.path)
+
+from wsi_pipeline.precision import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = Path.home() / ".cache" / "wsi_pipeline" / "bench"
@@ -325,7 +326,7 @@ def main() -> None:
 
     report = {
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,

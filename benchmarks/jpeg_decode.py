@@ -36,6 +36,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from wsi_pipeline.precision import cpu_name
 from wsi_pipeline.slide import OpenSlideReader, TiffFileReader
 from wsi_pipeline.slide.jpeg_blocks import JpegBlockReader, jpeg_block_reader
 from wsi_pipeline.slide.jpeg_gpu import tile_decoder
@@ -212,16 +213,6 @@ def decode_only(slide: Path, level: JpegLevel) -> tuple[float, float, list]:
             data, tables=level.tables, colorspace="RGB" if level.rgb_coded else None, outcolorspace="RGB"
         )
     return time.perf_counter() - t0, time.process_time() - c0, []
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

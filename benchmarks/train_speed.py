@@ -14,7 +14,6 @@ path costs nothing). On CUDA the cache is GPU-resident and batches are the CUDA 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from wsi_pipeline.data.cache import open_cache
 from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.models.config import ModelConfig
 from wsi_pipeline.models.registry import create_model
-from wsi_pipeline.precision import FP32, Precision, cpu_has_native_bf16
+from wsi_pipeline.precision import FP32, Precision, cpu_has_native_bf16, cpu_name
 from wsi_pipeline.training.augment import AugmentSettings
 from wsi_pipeline.training.batches import BatchStream, BatchTransform, gpu_resident
 from wsi_pipeline.training.loop import bce, train_epoch
@@ -36,16 +35,6 @@ ARCHS = {
     "dense_cnn": {},
     "dense_cnn_d4": {"group": "d4", "widths": [8, 8, 16, 32, 32]},
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def network_only(

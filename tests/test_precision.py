@@ -25,6 +25,13 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
     assert not prec.cpu_has_native_bf16(tmp_path / "missing")
 
 
+def test_cpu_name_is_read_from_cpuinfo(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9B45\nflags\t\t: fpu avx2\n")
+    assert prec.cpu_name(info) == "AMD EPYC 9B45"
+    assert prec.cpu_name(tmp_path / "missing")  # falls back to what platform knows, never empty
+
+
 def test_auto_on_a_cpu_without_native_bf16_is_fp32_without_measuring(monkeypatch) -> None:
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda *a: False)
     calls = []

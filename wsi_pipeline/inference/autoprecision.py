@@ -18,7 +18,6 @@ same values. Delete the file to measure again.
 from __future__ import annotations
 
 import json
-import platform
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from wsi_pipeline.files import user_cache_dir, write_text_atomic
 from wsi_pipeline.inference.batches import CPU_MODEL_CHUNK
 from wsi_pipeline.inference.dense import DensePlan
 from wsi_pipeline.models.io import LoadedModel
-from wsi_pipeline.precision import Precision, check_precision, choose_precision
+from wsi_pipeline.precision import Precision, check_precision, choose_precision, cpu_name
 
 #: Side (px) of the region the probe of a dense model runs on.
 PROBE_REGION_PX = 320
@@ -93,18 +92,8 @@ def precision_file() -> Path:
 
 
 def _machine_key(key: tuple[object, ...], device: torch.device) -> str:
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return " | ".join([*(str(k) for k in key), where, f"torch {torch.__version__}"])
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _read_store() -> dict[str, dict[str, str]]:
