@@ -51,12 +51,14 @@ def load_patches(patch_dir: Path, limit: int, seed: int) -> tuple[np.ndarray, np
     return np.stack(images), np.asarray(labels, dtype=np.int8)
 
 
-def make_layout(grid: int, labels: np.ndarray, seed: int) -> MosaicLayout:
-    """Three tissue ellipses (~45 % of the slide) with two tumour blobs each."""
+def make_layout(grid: int, labels: np.ndarray, seed: int, rows: int | None = None) -> MosaicLayout:
+    """Three tissue ellipses (~45 % of the slide) with two tumour blobs each; ``grid`` columns and
+    ``rows`` rows of cells (default: square)."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:grid, 0:grid] / grid
-    tissue = np.zeros((grid, grid), bool)
-    tumour = np.zeros((grid, grid), bool)
+    rows = rows or grid
+    yy, xx = np.mgrid[0:rows, 0:grid] / np.array([rows, grid], dtype=np.float64)[:, None, None]
+    tissue = np.zeros((rows, grid), bool)
+    tumour = np.zeros((rows, grid), bool)
     for cy, cx, ry, rx in ((0.28, 0.30, 0.24, 0.22), (0.30, 0.75, 0.22, 0.18), (0.74, 0.52, 0.22, 0.38)):
         section = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
         tissue |= section
@@ -67,7 +69,7 @@ def make_layout(grid: int, labels: np.ndarray, seed: int) -> MosaicLayout:
             tumour |= section & (((yy - ty) / r) ** 2 + ((xx - tx) / r) ** 2 <= 1.0)
     normal_ids = np.flatnonzero(labels == 0)
     tumour_ids = np.flatnonzero(labels == 1)
-    cells = np.full((grid, grid), -1, dtype=np.int32)
+    cells = np.full((rows, grid), -1, dtype=np.int32)
     normal_cells = tissue & ~tumour
     cells[normal_cells] = rng.choice(normal_ids, int(normal_cells.sum()))
     cells[tumour] = rng.choice(tumour_ids, int(tumour.sum()))
@@ -162,6 +164,7 @@ def build_mosaic(
     mpp: float = PCAM_MPP,
     seed: int = 0,
     n_patches: int = 4000,
+    rows: int | None = None,
 ) -> tuple[Path, MosaicLayout]:
     """Write the mosaic slide (if not cached) and return it with its layout (saved beside it)."""
     out_path = Path(out_path)
@@ -170,7 +173,7 @@ def build_mosaic(
         saved = np.load(layout_path)
         return out_path, MosaicLayout(cells=saved["cells"], truth=saved["truth"])
     patches, labels = load_patches(Path(patch_dir), n_patches, seed)
-    layout = make_layout(grid, labels, seed)
+    layout = make_layout(grid, labels, seed, rows)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_mosaic_tiff(out_path, MosaicRenderer(patches, layout), mpp)
     np.savez(layout_path, cells=layout.cells, truth=layout.truth)

@@ -233,3 +233,35 @@ def test_mask_comes_from_a_coarser_level_when_the_asked_one_is_too_large(tmp_pat
     # asked: 1 um/px from level 1 (1000 x 800 px, too large); got: level 2 (500 x 400 px) as it is
     assert coarse.scale == pytest.approx(4.0) and coarse.mask.shape == (400, 500)
     assert coarse.fraction_in(x0 + 64, y0 + 64, 192, 192) == 1.0
+
+
+def test_banded_mask_equals_one_whole_image_pass() -> None:
+    """The mask is computed in bands of rows (bounded memory); the bands' halos must make it equal to
+    filtering the whole thumbnail at once (a too-small halo shows at band borders)."""
+    from scipy import ndimage
+    from skimage.filters import gaussian
+
+    from wsi_pipeline import tissue
+
+    rng = np.random.default_rng(3)
+    rows = 3 * tissue._BAND + 37  # several bands and a short last one
+    rgb = np.full((rows, 300, 3), 235, np.uint8)
+    rgb[:, 40:260] = rng.integers(120, 236, size=(rows, 220, 3), dtype=np.uint8)  # textured tissue
+    rgb[tissue._BAND - 3 : tissue._BAND + 3, :, 1] = 60  # a saturated line across a band border
+    smooth, high, low = tissue._saturation(rgb)
+    pixels = rgb.astype(np.float32)
+    hi, lo = pixels.max(axis=2), pixels.min(axis=2)
+    whole = gaussian(np.where(hi > 0, (hi - lo) / np.maximum(hi, 1.0), 0.0), sigma=1.0, preserve_range=True)
+    np.testing.assert_allclose(smooth, whole, atol=1e-5)
+    assert (high == hi).all() and (low == lo).all()
+
+    params = tissue.TissueParams()
+    glass = tissue.glass_level(low, smooth, params)
+    mean = ndimage.uniform_filter(lo, 3)
+    std = np.sqrt(np.maximum(ndimage.uniform_filter(lo * lo, 3) - mean * mean, 0.0))
+    pale = (lo < glass - params.pale_delta) | (
+        (std > params.texture_level) & (lo < glass - params.texture_delta)
+    )
+    banded = tissue._pale_tissue(low, smooth, params)
+    assert 0.05 < banded.mean() < 0.95  # the case exercises both outcomes
+    assert (banded == pale).all()

@@ -17,11 +17,10 @@ this level-0 rectangle is tissue" for many tiles at once through an integral ima
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import gaussian, threshold_otsu
+from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 
 from wsi_pipeline.slide.base import SlideReader
@@ -81,11 +80,14 @@ class TissueMask:
     def tissue_fraction(self) -> float:
         return float(self.mask.mean()) if self.mask.size else 0.0
 
-    @cached_property
     def _integral(self) -> np.ndarray:
-        """The integral image of the mask, computed on first use."""
-        table = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), dtype=np.int64)
-        table[1:, 1:] = self.mask.astype(np.int64).cumsum(0).cumsum(1)
+        """The integral image of the mask (int32 while it fits: a 4,096 x 2,048 px mask's table is
+        34 MB, against 68 MB and as much again in temporaries for int64)."""
+        height, width = self.mask.shape
+        dtype = np.int32 if self.mask.size < 2**31 else np.int64
+        table = np.zeros((height + 1, width + 1), dtype=dtype)
+        np.cumsum(self.mask, axis=0, dtype=dtype, out=table[1:, 1:])
+        np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
         return table
 
     def tile_fractions(
@@ -106,7 +108,7 @@ class TissueMask:
         area = (j1 - j0) * (i1 - i0)
         cj0, cj1 = np.clip(j0, 0, width), np.clip(j1, 0, width)
         ci0, ci1 = np.clip(i0, 0, height), np.clip(i1, 0, height)
-        table = self._integral
+        table = self._integral()
         inside = table[ci1, cj1] - table[ci0, cj1] - table[ci1, cj0] + table[ci0, cj0]
         if within_slide:
             area = (cj1 - cj0) * (ci1 - ci0)
@@ -138,17 +140,16 @@ def tissue_mask_from_rgb(
     """
     params = params or TissueParams()
     um_per_px = um_per_px or 8.0
-    pixels = rgb[..., :3].astype(np.float32)
-    high, low = pixels.max(axis=2), pixels.min(axis=2)
-    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1.0), 0.0)
-    saturation = gaussian(saturation, sigma=1.0, preserve_range=True)
+    saturation, high, low = _saturation(rgb)
     try:
         otsu = float(threshold_otsu(saturation))
     except ValueError:  # constant image
         otsu = params.min_saturation
     threshold = float(np.clip(otsu, params.min_saturation, params.max_saturation))
-    stained = (saturation > threshold) & (low < params.white_level)
-    mask = (stained | _pale_tissue(low, saturation, params)) & (high > params.black_level)
+    mask = (saturation > threshold) & (low < params.white_level)
+    mask |= _pale_tissue(low, saturation, params)
+    mask &= high > params.black_level
+    del saturation, high
     radius = int(round(params.closing_um / um_per_px))
     if radius >= 1 and mask.any():
         mask = ndimage.binary_closing(np.pad(mask, radius), disk(radius))[radius:-radius, radius:-radius]
@@ -156,6 +157,39 @@ def tissue_mask_from_rgb(
     mask = _fill_small_holes(mask, params.max_hole_um2 / px_area)
     mask = _remove_small_objects(mask, params.min_object_um2 / px_area)
     return mask, threshold
+
+
+def _saturation(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HSV saturation (float32, Gaussian-smoothed, sigma 1 px) and the brightest and darkest channel
+    (uint8) of every pixel. Worked in bands of rows so that the float temporaries stay a few
+    megabytes whatever the thumbnail's size (the mask of a Camelyon-size slide has ~8 M pixels)."""
+    rgb = rgb[..., :3]
+    high, low = rgb.max(axis=2), rgb.min(axis=2)
+    saturation = np.empty(high.shape, dtype=np.float32)
+    for r0 in range(0, high.shape[0], _BAND):
+        h = high[r0 : r0 + _BAND].astype(np.float32)
+        sat = saturation[r0 : r0 + _BAND]
+        np.subtract(h, low[r0 : r0 + _BAND], out=sat)
+        np.divide(sat, np.maximum(h, 1.0), out=sat)
+    smooth = np.empty_like(saturation)
+    # skimage.filters.gaussian's settings (mode "nearest", truncate 4) in float32, band by band: a
+    # sigma-1 kernel reaches 4 px, so bands read 4 rows of halo and agree with one whole-image pass.
+    for r0, r1, a, b in _bands(high.shape[0], halo=4):
+        smooth[r0:r1] = ndimage.gaussian_filter(saturation[a:b], 1.0, mode="nearest")[r0 - a : r1 - a]
+    return smooth, high, low
+
+
+#: Rows per band in the float steps of the mask computation.
+_BAND = 256
+
+
+def _bands(rows: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """``(r0, r1, a, b)``: band ``[r0, r1)`` and the rows ``[a, b)`` to filter for it (``halo`` more
+    on each side, clipped at the image edge, so a filter's own border handling applies only there)."""
+    return [
+        (r0, min(r0 + _BAND, rows), max(r0 - halo, 0), min(r0 + _BAND + halo, rows))
+        for r0 in range(0, rows, _BAND)
+    ]
 
 
 def glass_level(low: np.ndarray, saturation: np.ndarray, params: TissueParams) -> float:
@@ -170,10 +204,15 @@ def glass_level(low: np.ndarray, saturation: np.ndarray, params: TissueParams) -
 def _pale_tissue(low: np.ndarray, saturation: np.ndarray, params: TissueParams) -> np.ndarray:
     """Unsaturated tissue: darker than the glass, or textured and somewhat darker."""
     glass = glass_level(low, saturation, params)
-    mean = ndimage.uniform_filter(low, 3)
-    std = np.sqrt(np.maximum(ndimage.uniform_filter(low * low, 3) - mean * mean, 0.0))
-    textured = (std > params.texture_level) & (low < glass - params.texture_delta)
-    return (low < glass - params.pale_delta) | textured
+    out = np.empty(low.shape, dtype=bool)
+    for r0, r1, a, b in _bands(low.shape[0], halo=1):
+        band = low[a:b].astype(np.float32)
+        mean = ndimage.uniform_filter(band, 3)
+        var = ndimage.uniform_filter(band * band, 3) - mean * mean
+        centre = band[r0 - a : r1 - a]
+        textured = (var[r0 - a : r1 - a] > params.texture_level**2) & (centre < glass - params.texture_delta)
+        out[r0:r1] = (centre < glass - params.pale_delta) | textured
+    return out
 
 
 def _remove_small_objects(mask: np.ndarray, min_pixels: float) -> np.ndarray:

@@ -72,10 +72,18 @@ def blend_heatmap(
 ) -> np.ndarray:
     """The heatmap's colours over the thumbnail: transparent below ``min_prob`` (and NaN), then
     from faint to ``opacity`` at the tumour threshold (:func:`~.colormap.heatmap_alpha`)."""
-    rgba = heatmap_rgba(values, min_prob).astype(np.float32)
-    alpha = rgba[..., 3:4] / 255.0 * opacity
-    out = (1.0 - alpha) * thumbnail.astype(np.float32) + alpha * rgba[..., :3]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.empty(thumbnail.shape[:2] + (3,), dtype=np.uint8)
+    for r0 in range(0, out.shape[0], _BLEND_ROWS):  # bands: float temporaries of a few MB, not ~300
+        rows = slice(r0, r0 + _BLEND_ROWS)
+        rgba = heatmap_rgba(values[rows], min_prob).astype(np.float32)
+        alpha = rgba[..., 3:4] / 255.0 * opacity
+        band = (1.0 - alpha) * thumbnail[rows, :, :3].astype(np.float32) + alpha * rgba[..., :3]
+        out[rows] = np.clip(np.rint(band), 0, 255)
+    return out
+
+
+#: Thumbnail rows blended at once (a 2,048 px overlay in one go took ~300 MB of float32 arrays).
+_BLEND_ROWS = 128
 
 
 def mask_edge(mask: np.ndarray, width: int = 1) -> np.ndarray:

@@ -20,6 +20,9 @@ from wsi_pipeline.errors import SlideTooLargeError
 from wsi_pipeline.slide.base import SlideReader
 
 MAX_BLOCK = 2048  # level pixels per side read at once
+#: Level pixels per side of one block of a whole-slide thumbnail: a 2,048 px block costs ~180 MB of
+#: temporaries (RGBA read, float32 resampling), a 1,024 px one a quarter of that, for the same pixels.
+THUMBNAIL_BLOCK = 1024
 
 
 def read_region_at_mpp(
@@ -137,7 +140,7 @@ def thumbnail(
     reader: SlideReader,
     max_size: int | None = 1024,
     downsample: float | None = None,
-    max_block: int = MAX_BLOCK,
+    max_block: int = THUMBNAIL_BLOCK,
     time_limit_s: float | None = None,
 ) -> np.ndarray:
     """Whole-slide RGB thumbnail at ``downsample`` (level-0 px per thumbnail px) or fitting ``max_size``.
