@@ -72,7 +72,7 @@ def blend_heatmap(
 ) -> np.ndarray:
     """The heatmap's colours over the thumbnail: transparent below ``min_prob`` (and NaN), then
     from faint to ``opacity`` at the tumour threshold (:func:`~.colormap.heatmap_alpha`)."""
-    out = np.empty(thumbnail.shape[:2] + (3,), dtype=np.uint8)
+    out = np.empty((thumbnail.shape[0], thumbnail.shape[1], 3), dtype=np.uint8)
     for r0 in range(0, out.shape[0], _BLEND_ROWS):  # bands: float temporaries of a few MB, not ~300
         rows = slice(r0, r0 + _BLEND_ROWS)
         rgba = heatmap_rgba(values[rows], min_prob).astype(np.float32)
