@@ -64,6 +64,30 @@ def test_auto_is_measured_once_per_model_and_process() -> None:
     clear_cache()
 
 
+def test_auto_compares_the_probabilities_the_run_reports() -> None:
+    """bf16 must agree with fp32 on the calibrated probabilities a run writes, not on a plain
+    sigmoid of the logits: a calibration that sharpens differences makes the same net refuse bf16."""
+    if not cpu_has_native_bf16():
+        pytest.skip("agreement is only measured where bf16 is native")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 1, 1))
+    forward = lambda x: net(x).mean((1, 2, 3))  # noqa: E731
+    cpu = torch.device("cpu")
+    seen: list[torch.Tensor] = []
+
+    def sharp(logits: torch.Tensor) -> torch.Tensor:
+        seen.append(logits)
+        return torch.sigmoid((logits - logits.mean()) * 1e4)  # any rounding flips probabilities
+
+    clear_cache()
+    chosen = engine_precision("auto", cpu, ("model-c",), forward, lambda: torch.rand(16, 3, 64, 64), sharp)
+    clear_cache()
+    if "needs" in chosen.reason:  # bf16 measured not faster enough: agreement is never asked
+        pytest.skip(f"bf16 not faster on this CPU: {chosen.reason}")
+    assert seen, "agreement was not measured on the run's probabilities"
+    assert chosen.dtype is None and "differ from fp32" in chosen.reason
+
+
 def test_auto_decision_is_stored_for_the_machine_and_reused_by_a_new_process() -> None:
     """A timed decision is noisy: a second process (here: the in-process cache forgotten, the stored
     file kept) must reuse the first one's, so reruns run in the same precision."""

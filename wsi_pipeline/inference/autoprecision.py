@@ -44,11 +44,13 @@ def engine_precision(
     key: tuple[object, ...],
     forward: Callable[[torch.Tensor], torch.Tensor],
     probe: Callable[[], torch.Tensor],
+    probability: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid,
 ) -> Precision:
     """The precision for a model (identified by ``key``) on ``device``.
 
     ``forward(x)`` returns logits for a model input; ``probe()`` gives that input (called only when a
-    measurement is needed). Cached for the process.
+    measurement is needed); ``probability`` turns logits into the probabilities the run reports (the
+    model's calibration), on which fp32 and bf16 must agree. Cached for the process.
     """
     check_precision(requested)
     if requested != "auto":
@@ -72,8 +74,8 @@ def engine_precision(
         return out
 
     def agree() -> float:
-        fp32 = torch.sigmoid(run(Precision(None, "probe")))
-        bf16 = torch.sigmoid(run(Precision(torch.bfloat16, "probe")))
+        fp32 = probability(run(Precision(None, "probe")))
+        bf16 = probability(run(Precision(torch.bfloat16, "probe")))
         return float((fp32 - bf16).abs().max())
 
     stored_key = _machine_key(cache_key, device)

@@ -192,7 +192,14 @@ class TileInference:
         model = self.model
         forward = module.dense if plan is not None else module
         key = (model.weights_sha256, str(model.path), plan is not None, self.precision)
-        return engine_precision(self.precision, self.device, key, forward, lambda: example)  # type: ignore[arg-type]
+        return engine_precision(
+            self.precision,
+            self.device,
+            key,
+            forward,  # type: ignore[arg-type]
+            lambda: example,
+            model.probability,
+        )
 
     def _read_in_background(
         self,
