@@ -60,6 +60,8 @@ def _expected_from_level0(image: np.ndarray, x: float, y: float, size0: float) -
 
 
 def _check_every_cell(result, image: np.ndarray, tol: float) -> np.ndarray:
+    """Geometry check against the fp32 probe (runs pass precision="fp32": bf16, which ``auto`` may
+    choose, differs by up to 0.01 and is tested in test_inference_precision.py)."""
     heatmap, attrs = read_heatmap_zarr(result.out_dir / "heatmap.zarr")
     ox, oy = attrs["origin_level0"]
     stride0, tile0 = attrs["stride_level0_px"], attrs["tile_size_level0_px"]
@@ -91,7 +93,7 @@ def test_every_heatmap_cell_is_the_probe_of_its_tile(
     cell0 = int(round(PATCH * scale))
     image, _ = _colour_mosaic(5, 6, cell0)
     slide = writer(tmp_path / "mosaic.tif", image, mpp=slide_mpp, levels=3, tile=128)
-    result = run_slide(slide, tmp_path / "out", InferenceOptions(stride=stride, batch_size=7), probe)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(stride=stride, batch_size=7, precision="fp32"), probe)
     assert result.summary.level == expected_level
     assert result.summary.mpp == pytest.approx(slide_mpp, rel=1e-3)
     heatmap = _check_every_cell(result, image, tol)
@@ -121,7 +123,7 @@ def test_tiles_overhanging_the_edge_are_scored_with_white_padding(tmp_path, prob
     image[:, 150:] = (90, 30, 200)  # right half blue, so the padded value differs per side
     image = np.clip(image + rng.integers(-3, 4, image.shape), 0, 255).astype(np.uint8)
     slide = writer(tmp_path / "edge.tif", image, mpp=0.5, levels=2, tile=128, compression=compression)
-    result = run_slide(slide, tmp_path / "out", InferenceOptions(batch_size=5), probe)
+    result = run_slide(slide, tmp_path / "out", InferenceOptions(batch_size=5, precision="fp32"), probe)
     heatmap = _check_every_cell(result, image, tol)
     assert heatmap.shape == (4, 5) and np.isfinite(heatmap).all()  # every tile, edge ones included
     corner = probe_probability(np.pad(image[192:, 256:], ((0, 26), (0, 20), (0, 0)), constant_values=255))
