@@ -62,6 +62,18 @@ PLACEHOLDER_REGISTRY = {
 }
 
 
+def _pss_bytes(pid: int) -> int:
+    """Proportional set size of one process (shared pages split between their users), 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 # --- process-tree measurement ------------------------------------------------------------------
 @dataclass
 class RunStats:
@@ -71,6 +83,7 @@ class RunStats:
     wall_s: float = 0.0
     peak_tree_rss_mb: float = 0.0  # max over time of the summed RSS of the process and its children
     peak_single_rss_mb: float = 0.0  # largest RSS of any one process of the tree
+    peak_tree_pss_mb: float = 0.0  # max over time of the summed PSS (shared pages counted once in all)
     returncode: int = 0
     n_tiles: int = 0
     extra: dict = field(default_factory=dict)
@@ -92,7 +105,7 @@ def run_measured(name: str, cmd: list[str], env: dict[str, str] | None, log: Pat
 
         def poll() -> None:
             while not done.is_set():
-                total, single = 0, 0
+                total, single, pss = 0, 0, 0
                 try:
                     procs = [root, *root.children(recursive=True)]
                 except psutil.Error:
@@ -100,10 +113,12 @@ def run_measured(name: str, cmd: list[str], env: dict[str, str] | None, log: Pat
                 for p in procs:
                     try:
                         rss = p.memory_info().rss
+                        pss += _pss_bytes(p.pid)
                     except psutil.Error:
                         continue
                     total += rss
                     single = max(single, rss)
+                stats.peak_tree_pss_mb = max(stats.peak_tree_pss_mb, pss / 2**20)
                 stats.peak_tree_rss_mb = max(stats.peak_tree_rss_mb, total / 2**20)
                 stats.peak_single_rss_mb = max(stats.peak_single_rss_mb, single / 2**20)
                 done.wait(0.1)
@@ -357,15 +372,15 @@ def print_report(report: dict) -> None:
         print(f"  {key:<24} {value:9.1f}")
     print("  (loadavg_1min: the machine's 1-minute load average while measuring; 2 cores)")
     print("\n=== whole slide, end to end (process start to exit) ===")
-    head = ("tool", "tiles", "wall s", "tiles/s", "% model", "peak tree RSS MB", "max 1 proc")
-    print("  {:<10} {:>7} {:>8} {:>8} {:>8} {:>17} {:>11}".format(*head))
+    head = ("tool", "tiles", "wall s", "tiles/s", "% model", "peak tree RSS MB", "max 1 proc", "tree PSS MB")
+    print("  {:<10} {:>7} {:>8} {:>8} {:>8} {:>17} {:>11} {:>12}".format(*head))
     for name, r in report["runs"].items():
         load = (r["extra"].get("loadavg_1min_before"), r["extra"].get("loadavg_1min_after"))
         print(f"  {name}: load average before/after {load[0]}/{load[1]}")
         print(
             f"  {name:<10} {r['n_tiles']:>7} {r['wall_s']:>8.1f} {r['tiles_per_s']:>8.1f} "
             f"{100 * r['tiles_per_s'] / limit:>7.1f}% {r['peak_tree_rss_mb']:>17.0f} "
-            f"{r['peak_single_rss_mb']:>11.0f}"
+            f"{r['peak_single_rss_mb']:>11.0f} {r.get('peak_tree_pss_mb', 0.0):>12.0f}"
         )
     ours = report["runs"].get("wsi-infer")
     if ours and ours.get("extra", {}).get("timings"):
@@ -378,7 +393,8 @@ def print_report(report: dict) -> None:
     if ours and theirs:
         print(
             f"\n  speed ratio wsi-infer / wsinfer: {ours['tiles_per_s'] / theirs['tiles_per_s']:.2f}x; "
-            f"peak memory ratio (tree RSS): {ours['peak_tree_rss_mb'] / theirs['peak_tree_rss_mb']:.2f}"
+            f"peak memory ratio (tree RSS): {ours['peak_tree_rss_mb'] / theirs['peak_tree_rss_mb']:.2f}, "
+            f"(tree PSS): {ours['peak_tree_pss_mb'] / max(theirs['peak_tree_pss_mb'], 1e-9):.2f}"
         )
     if "agreement" in report:
         print("\n=== tumour probability agreement (tiles matched by minx,miny) ===")

@@ -121,3 +121,26 @@ def test_hed_jitter_equals_explicit_colour_deconvolution() -> None:
     beta = (2 * torch.rand(3, 6, generator=g) - 1) * shift
     hed = rgb_to_hed(x) * alpha.T[:, :, None, None] + beta.T[:, :, None, None]
     torch.testing.assert_close(fast, hed_to_rgb(hed), atol=1e-5, rtol=0)
+
+
+def test_random_shift_translates_each_patch_by_at_most_shift_px() -> None:
+    from wsi_pipeline.training.augment import random_shift
+
+    n, side, k = 16, 24, 3
+    ramp = torch.arange(side * side, dtype=torch.float32).reshape(1, 1, side, side)
+    x = ramp.repeat(n, 3, 1, 1) + torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1) * 1e4
+    out = random_shift(x, k, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    offsets = set()
+    for i in range(n):
+        # the centre pixel's value says where it came from: a pure translation within +-k px
+        value = float(out[i, 0, side // 2, side // 2] - i * 1e4)
+        dy, dx = divmod(int(value), side)
+        dy, dx = dy - side // 2, dx - side // 2
+        assert abs(dy) <= k and abs(dx) <= k
+        inner = out[i, 0, k:-k, k:-k]
+        src = x[i, 0, k + dy : side - k + dy, k + dx : side - k + dx]
+        assert torch.equal(inner, src)  # the whole interior moved together
+        offsets.add((dy, dx))
+    assert len(offsets) > 4  # per sample, not one shift for the batch
+    assert torch.equal(random_shift(x, 0), x)

@@ -100,6 +100,18 @@ def random_crop_nhwc(
     return x[batch, rows[:, :, None], cols[:, None, :]]
 
 
+def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample translation of ``(N, C, H, W)`` by integers in ``[-shift, shift]`` along each axis,
+    the uncovered border filled by reflection (tissue continues; no black or white bars)."""
+    h, w = x.shape[-2:]
+    shift = max(0, min(int(shift), h - 1, w - 1))
+    if shift == 0:
+        return x
+    padded = torch.nn.functional.pad(x, (shift, shift, shift, shift), mode="reflect")
+    moved = random_crop_nhwc(padded.permute(0, 2, 3, 1), h, shift, generator)
+    return moved.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
 @dataclass
 class AugmentSettings:
     """What :class:`Augmenter` does; all off gives the identity."""
@@ -112,6 +124,8 @@ class AugmentSettings:
     hed: bool = False
     hed_scale: float = 0.05
     hed_shift: float = 0.05
+    #: Translate each patch by up to +-``shift`` px in x and y (reflected at the border); 0: off.
+    shift: int = 0
 
 
 class Augmenter:
@@ -125,6 +139,8 @@ class Augmenter:
         s, g = self.settings, self.generator
         if s.dihedral:
             x = random_dihedral(x, g)
+        if s.shift:
+            x = random_shift(x, s.shift, g)
         if s.hed:
             x = hed_jitter(x, s.hed_scale, s.hed_shift, g)
         if s.hsv:
