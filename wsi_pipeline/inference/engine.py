@@ -192,14 +192,8 @@ class TileInference:
         model = self.model
         forward = module.dense if plan is not None else module
         key = (model.weights_sha256, str(model.path), plan is not None, self.precision)
-        return engine_precision(
-            self.precision,
-            self.device,
-            key,
-            forward,  # type: ignore[arg-type]
-            lambda: example,
-            model.probability,
-        )
+        run = (self.precision, self.device, key, forward)
+        return engine_precision(*run, lambda: example, model.probability)  # type: ignore[arg-type]
 
     def _read_in_background(
         self,
