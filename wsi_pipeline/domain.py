@@ -38,8 +38,9 @@ def _hed_matrix() -> np.ndarray:
     return HED_FROM_RGB.numpy().astype(np.float32)
 
 
-def patch_features(images: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """``(N, len(FEATURES))`` float64 features of uint8 RGB patches ``(N, H, W, 3)``."""
+def patch_features(images: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """``(N, len(FEATURES))`` float64 features of uint8 RGB patches ``(N, H, W, 3)``, worked out ``chunk``
+    patches at a time (float32 temporaries of ~4 MB each for 32 patches of 96 px)."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] < 3 or images.dtype != np.uint8:
         raise ValueError(f"patch features need uint8 (N, H, W, 3) patches, got {images.dtype} {images.shape}")

@@ -30,7 +30,7 @@ from wsi_pipeline.slide import SlideReader, read_region_at_mpp
 DEFAULT_TILE_SIZE = 254
 DEFAULT_OVERLAP = 1
 DEFAULT_QUALITY = 80
-BLOCK_LEVELS = 4
+BLOCK_LEVELS = 3  # top-level blocks of 2,032 px (4,064 px blocks took ~100 MB of temporaries)
 #: A tile is blank glass when every channel of every pixel is >= BLANK_MIN and each channel
 #: varies by at most BLANK_RANGE across the tile.
 BLANK_MIN = 200
