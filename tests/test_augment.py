@@ -144,3 +144,22 @@ def test_random_shift_translates_each_patch_by_at_most_shift_px() -> None:
         offsets.add((dy, dx))
     assert len(offsets) > 4  # per sample, not one shift for the batch
     assert torch.equal(random_shift(x, 0), x)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"shift": -3}, "augment.shift"),
+        ({"shift": "abc"}, "augment.shift"),
+        ({"shift": 2.5}, "augment.shift"),
+        ({"hed_scale": -0.1}, "augment.hed_scale"),
+        ({"hue": "abc"}, "augment.hue"),
+        ({"hed": "yes"}, "augment.hed"),
+    ],
+)
+def test_bad_augment_settings_are_refused_by_name(settings, message) -> None:
+    from wsi_pipeline.errors import OptionError
+    from wsi_pipeline.training.config import TrainConfig
+
+    with pytest.raises(OptionError, match=message):
+        TrainConfig(augment=settings)

@@ -93,7 +93,8 @@ def test_every_heatmap_cell_is_the_probe_of_its_tile(
     cell0 = int(round(PATCH * scale))
     image, _ = _colour_mosaic(5, 6, cell0)
     slide = writer(tmp_path / "mosaic.tif", image, mpp=slide_mpp, levels=3, tile=128)
-    result = run_slide(slide, tmp_path / "out", InferenceOptions(stride=stride, batch_size=7, precision="fp32"), probe)
+    options = InferenceOptions(stride=stride, batch_size=7, precision="fp32")
+    result = run_slide(slide, tmp_path / "out", options, probe)
     assert result.summary.level == expected_level
     assert result.summary.mpp == pytest.approx(slide_mpp, rel=1e-3)
     heatmap = _check_every_cell(result, image, tol)

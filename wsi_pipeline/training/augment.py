@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from wsi_pipeline.d4 import random_dihedral
+from wsi_pipeline.errors import OptionError
 from wsi_pipeline.hed import stain_transform
 
 
@@ -126,6 +128,20 @@ class AugmentSettings:
     hed_shift: float = 0.05
     #: Translate each patch by up to +-``shift`` px in x and y (reflected at the border); 0: off.
     shift: int = 0
+
+    def __post_init__(self) -> None:
+        """:class:`~wsi_pipeline.errors.OptionError` naming the first bad setting (a config file's typo
+        must not train silently with nonsense, or fail deep inside the first batch)."""
+        for name in ("dihedral", "hsv", "hed"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"augment.{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("hue", "saturation", "value", "hed_scale", "hed_shift"):
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and value >= 0):
+                raise OptionError(f"augment.{name} must be a number >= 0, got {value!r}")
+        if isinstance(self.shift, bool) or not isinstance(self.shift, int) or self.shift < 0:
+            raise OptionError(f"augment.shift must be a whole number of pixels >= 0, got {self.shift!r}")
 
 
 class Augmenter:
