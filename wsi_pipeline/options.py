@@ -46,6 +46,7 @@ class InferenceOptions:
     num_readers: int = 2  # background tile-reading threads
     precision: str = "auto"  # "auto" (measured per machine and model) | "fp32" | "bf16"
     viewer: bool = True  # also write viewer.html + its slide pyramid (does not change results)
+    tta: bool = False  # mean over the 8 dihedral views of each tile (8x the model's cost)
 
     def __post_init__(self) -> None:
         if self.mpp is not None:
@@ -66,8 +67,9 @@ class InferenceOptions:
         parse_device(self.device)
         if self.precision not in PRECISIONS:
             raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not isinstance(self.viewer, bool):
-            raise OptionError(f"viewer must be True or False, got {self.viewer!r}")
+        for name in ("viewer", "tta"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("tissue_threshold", "tumor_threshold", "lesion_threshold"):
             value = getattr(self, name)
             if value is None and name != "tissue_threshold":
@@ -91,6 +93,7 @@ class InferenceOptions:
             "tumor_threshold": self.tumor_threshold,
             "lesion_threshold": self.lesion_threshold,
             "lesion_support_mm2": self.lesion_support_mm2,
+            "tta": self.tta,
         }
 
     def rule_overrides(self) -> dict[str, float | None]:

@@ -95,6 +95,7 @@ def score_tiles(
         batch_size=options.batch_size,
         num_readers=options.num_readers,
         precision=options.precision,
+        tta=options.tta,
     )
     total = len(cells)
     step = None if progress is None else (lambda n: progress(n, total))

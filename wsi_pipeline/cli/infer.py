@@ -142,6 +142,12 @@ def load_inference_model(model_path: Path | None, device: str) -> LoadedModel:
     help="Also write viewer.html + its slide pyramid at the model's resolution (~28 MB per cm2 of tissue).",
 )
 @click.option(
+    "--tta",
+    is_flag=True,
+    help="Test-time augmentation: each tile's probability is the mean over its 8 flips/rotations "
+    "(8x the model's cost; tile by tile, so no dense pass).",
+)
+@click.option(
     "-r", "--recursive", is_flag=True, help="Also take the slides in the subfolders of a folder given."
 )
 @click.option("--wait", is_flag=True, help="If another run writes to OUT, wait for it (default: stop).")
@@ -175,6 +181,7 @@ def cli(
     num_readers: int,
     progress: bool,
     viewer: bool,
+    tta: bool,
     recursive: bool,
     wait: bool,
     workers: int | None,
@@ -208,6 +215,7 @@ def cli(
         num_readers=num_readers,
         precision=precision,
         viewer=viewer,
+        tta=tta,
     )
     note = None if is_quiet() else lambda t: click.echo(t, err=True)
     paths = expand_slide_paths(slides, recursive, note=note)

@@ -33,6 +33,7 @@ from wsi_pipeline.inference.frozen import Forward, frozen_forward
 from wsi_pipeline.inference.fusion import inference_module
 from wsi_pipeline.inference.heap import TRIM_EVERY_BLOCKS, release_free_memory
 from wsi_pipeline.inference.scores import InferenceStats, TileScores
+from wsi_pipeline.inference.tta import D4Average
 from wsi_pipeline.models.io import LoadedModel
 from wsi_pipeline.precision import Precision
 from wsi_pipeline.tiling import Block
@@ -105,6 +106,7 @@ class TileInference:
     precision: str = "fp32"  # "auto" | "fp32" | "bf16" (see .autoprecision)
     dense: str = "auto"  # "auto" | "on" | "off" (see .dense)
     freeze: str = "never"  # CPU frozen graph (.frozen): "never" (no faster), "dense", "always"
+    tta: bool = False  # mean of the 8 dihedral views per tile (.tta; tile by tile, 8x the cost)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -125,7 +127,7 @@ class TileInference:
         """The tumour probability of each of ``cells`` (float32, aligned with them) and timings."""
         cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
         probs = np.full(len(cells), np.nan, dtype=np.float32)
-        plan = choose_dense(self.model, tile_px, stride_px, self.dense)
+        plan = None if self.tta else choose_dense(self.model, tile_px, stride_px, self.dense)
         if len(cells) == 0:
             return TileScores(cells, probs, InferenceStats(device=str(self.device)))
         t_start = time.perf_counter()
@@ -133,6 +135,8 @@ class TileInference:
         blocks = plan_blocks(cells, k)
         self.model.module.to(self.device)
         module = inference_module(self.model.module)
+        if self.tta:
+            module = D4Average(module, self.model.config.temperature)
         times = _ReadTimes()
         precision: Precision | None = None
         batches: BatchRunner | None = None
@@ -182,7 +186,7 @@ class TileInference:
             device=str(self.device),
             precision=precision.name,
             precision_reason=precision.reason,
-            mode="tiles" if plan is None else f"dense x{plan.n_shifts}",
+            mode=("tiles x8 views" if self.tta else "tiles") if plan is None else f"dense x{plan.n_shifts}",
             frozen=frozen,
         )
         return TileScores(cells, probs, stats)
