@@ -88,6 +88,7 @@ def test_options_reach_the_summary(tmp_path, slides, probe_dir):
         "num_readers": 2,
         "precision": "fp32",
         "viewer": True,
+        "tta": False,
     }
     assert s["tiles"]["stride_model_px"] == 16 and s["mpp_source"] == "option"
     assert (s["inference"]["precision"], s["inference"]["precision_reason"]) == ("float32", "requested")
