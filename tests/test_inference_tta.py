@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from model_helpers import save_small_bn_model
+
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.evaluation.predict import predict_patches
 from wsi_pipeline.inference import TileInference
