@@ -36,6 +36,7 @@ import numpy as np
 import psutil
 import torch
 from _mosaic import build_mosaic  # beside this script (python puts its folder on sys.path)
+from _pss import pss_bytes
 
 from wsi_pipeline.precision import cpu_name
 
@@ -60,18 +61,6 @@ PLACEHOLDER_REGISTRY = {
         }
     }
 }
-
-
-def _pss_bytes(pid: int) -> int:
-    """Proportional set size of one process (shared pages split between their users), 0 if gone."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 # --- process-tree measurement ------------------------------------------------------------------
@@ -113,7 +102,7 @@ def run_measured(name: str, cmd: list[str], env: dict[str, str] | None, log: Pat
                 for p in procs:
                     try:
                         rss = p.memory_info().rss
-                        pss += _pss_bytes(p.pid)
+                        pss += pss_bytes(p.pid)
                     except psutil.Error:
                         continue
                     total += rss

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from _mosaic import build_mosaic  # beside this script (python puts its folder on sys.path)
+from _pss import tree_pss_mb
 
 from wsi_pipeline.pcam import PCAM_PATCH
 from wsi_pipeline.precision import cpu_name
@@ -32,40 +33,6 @@ from wsi_pipeline.precision import cpu_name
 ROOT = Path(__file__).resolve().parents[1]
 PATCH_DIR = ROOT.parent / "shared" / "data" / "hcd_patches"
 DEFAULT_CACHE = Path.home() / ".cache" / "wsi_pipeline" / "bench"
-
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(entry))
-    return kids
-
-
-def _pss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def tree_pss_mb(pid: int) -> float:
-    """PSS summed over ``pid`` and all its descendants (MB)."""
-    kids, todo, total = _children(), [pid], 0
-    while todo:
-        p = todo.pop()
-        total += _pss_kb(p)
-        todo += kids.get(p, [])
-    return total / 1024.0
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
