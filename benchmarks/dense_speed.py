@@ -33,7 +33,7 @@ from wsi_pipeline.models import ModelConfig, create_model, default_model_dir, lo
 from wsi_pipeline.models.io import LoadedModel
 from wsi_pipeline.precision import cpu_has_native_bf16
 from wsi_pipeline.slide import describe_slide, open_slide
-from wsi_pipeline.slide.fast_blocks import fast_block_reader
+from wsi_pipeline.slide.fast_blocks import fast_reads
 from wsi_pipeline.stages import grid_block_reader, select_tissue_cells
 from wsi_pipeline.tiling import plan_grid
 from wsi_pipeline.tissue import detect_tissue
@@ -57,12 +57,10 @@ def engine_tiles_per_s(
         info = describe_slide(reader)
         grid = plan_grid(info, model.config.patch_size, model.config.mpp, stride)
         cells = select_tissue_cells(info, grid, detect_tissue(reader, info.mpp), 0.25)
-        source = fast_block_reader(reader, {grid.level})
-        t0 = time.perf_counter()
-        scores = TileInference(model, **engine).run(cells, grid_block_reader(source, grid), 96, stride)  # type: ignore[arg-type]
-        seconds = time.perf_counter() - t0
-        if source is not reader:
-            source.close()
+        with fast_reads(reader, {grid.level}) as source:
+            t0 = time.perf_counter()
+            scores = TileInference(model, **engine).run(cells, grid_block_reader(source, grid), 96, stride)  # type: ignore[arg-type]
+            seconds = time.perf_counter() - t0
     mode = f"{scores.stats.mode}, {scores.stats.precision}" + (", frozen" if scores.stats.frozen else "")
     return len(cells) / seconds, len(cells), mode
 

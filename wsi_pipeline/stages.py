@@ -29,7 +29,7 @@ from wsi_pipeline.lesions import apply_rule, resolve_rule, rule_record
 from wsi_pipeline.models.io import LoadedModel
 from wsi_pipeline.options import PIPELINE_VERSION, InferenceOptions, params_hash, result_params
 from wsi_pipeline.slide import SlideInfo, SlideReader, read_region_at_mpp
-from wsi_pipeline.slide.fast_blocks import fast_block_reader
+from wsi_pipeline.slide.fast_blocks import fast_reads
 from wsi_pipeline.summary import ModelInfo, SlideSummary, Timings
 from wsi_pipeline.tiling import TileGrid
 from wsi_pipeline.tissue import TissueMask
@@ -100,14 +100,10 @@ def score_tiles(
     total = len(cells)
     step = None if progress is None else (lambda n: progress(n, total))
     # batched JPEG (or tifffile) decoding of the level we read, where verified identical to the reader
-    source = fast_block_reader(reader, {grid.level})
-    try:
+    with fast_reads(reader, {grid.level}) as source:
         return engine.run(
             cells, grid_block_reader(source, grid), grid.patch_size, grid.stride_px, progress=step
         )
-    finally:
-        if source is not reader:
-            source.close()
 
 
 def aggregate_scores(

@@ -19,7 +19,9 @@ OpenSlide blends neighbouring pixels for fractional level coordinates).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -122,6 +124,17 @@ def fast_block_reader(
     if jpeg is None and not tiff_levels:
         return reader
     return FastBlockReader(reader, tiff if tiff_levels else None, tiff_levels, jpeg)
+
+
+@contextmanager
+def fast_reads(reader: SlideReader, levels: set[int] | None = None) -> Iterator[SlideReader]:
+    """:func:`fast_block_reader` for a ``with`` block, closed at its end (``reader`` stays open)."""
+    source = fast_block_reader(reader, levels)
+    try:
+        yield source
+    finally:
+        if source is not reader:
+            source.close()
 
 
 def _tiff_of(reader: SlideReader) -> TiffFileReader | None:
