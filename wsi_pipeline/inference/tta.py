@@ -13,9 +13,7 @@ import torch
 from torch import nn
 
 from wsi_pipeline.d4 import N_VIEWS, dihedral
-
-#: Probabilities are kept inside (EPS, 1 - EPS) before turning the mean back into a logit.
-EPS = 1e-7
+from wsi_pipeline.models.calibration import calibrated, calibrated_logit
 
 
 class D4Average(nn.Module):
@@ -29,7 +27,5 @@ class D4Average(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = torch.zeros((), dtype=torch.float32, device=x.device)
         for k in range(N_VIEWS):
-            logits = self.net(dihedral(x, k)).float()
-            total = total + torch.sigmoid(logits / self.temperature)
-        mean = (total / N_VIEWS).clamp(EPS, 1.0 - EPS)
-        return self.temperature * torch.logit(mean)
+            total = total + calibrated(self.net(dihedral(x, k)).float(), self.temperature)
+        return calibrated_logit(total / N_VIEWS, self.temperature)

@@ -109,6 +109,14 @@ def calibrated(logits: Any, temperature: float) -> Any:
     return torch.sigmoid(logits / temperature if temperature != 1.0 else logits)
 
 
+def calibrated_logit(probs: Any, temperature: float, eps: float = 1e-7) -> Any:
+    """The logit whose :func:`calibrated` probability is ``probs`` (torch): ``T * logit(p)``, with ``p``
+    kept inside ``(eps, 1 - eps)``; how a probability averaged elsewhere (TTA) re-enters the engine."""
+    import torch
+
+    return temperature * torch.logit(probs.clamp(eps, 1.0 - eps))
+
+
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     z = logits / temperature
     # mean binary cross-entropy of sigmoid(z), computed stably
