@@ -93,7 +93,7 @@ class InferenceOptions:
             "tumor_threshold": self.tumor_threshold,
             "lesion_threshold": self.lesion_threshold,
             "lesion_support_mm2": self.lesion_support_mm2,
-            "tta": self.tta,
+            **({"tta": True} if self.tta else {}),  # absent when off: earlier runs keep their key
         }
 
     def rule_overrides(self) -> dict[str, float | None]:
