@@ -194,3 +194,38 @@ def test_disk_full_on_a_real_tiny_tmpfs_is_one_line(tmp_path: Path, probe_dir: P
     stdout = proc.stdout.strip().splitlines()
     # `ls -A` lists only the run's lock file: no slide folder, no temp folder
     assert stdout[-2:] == ["rc=1", ".wsi-pipeline.lock"] and "0 of 1 slide(s) done" in stdout[0]
+
+
+_ZARR_ON_FULL_DISK = """
+import shutil, sys, time
+from pathlib import Path
+import numpy as np
+from wsi_pipeline.outputs import zarr_store
+out = Path(sys.argv[1])
+data = np.random.default_rng(0).random((512, 512), dtype=np.float32)  # 1 MiB, incompressible
+try:
+    group = zarr_store.create_group(out / "tmp" / "h.zarr", {})
+    zarr_store.write_array(group, "0", data, (32, 32), ("y", "x"))  # 256 chunks
+except OSError as exc:
+    print("raised", exc.errno == 28)
+    shutil.rmtree(out / "tmp")
+time.sleep(1.0)  # time for any write still in flight to land
+print("left", sorted(p.name for p in out.iterdir()))
+"""
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare + a tmpfs mount in a private namespace")
+def test_a_failed_zarr_write_leaves_no_write_in_flight(tmp_path: Path) -> None:
+    """Reproduces a CI failure: zarr 3 writes an assignment's chunks concurrently and raised on the
+    first ENOSPC while the rest went on, recreating the removed temporary folder and logging
+    "Future exception was never retrieved". Now the error comes when nothing else is writing."""
+    out = tmp_path / "out"
+    out.mkdir()
+    script = f"mount -t tmpfs -o size=64k tmpfs {out} && {sys.executable} -c '{_ZARR_ON_FULL_DISK}' {out}"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True, text=True, timeout=120, env=env, cwd=PROJECT,
+    )  # fmt: skip
+    assert proc.stdout.split("\n")[:2] == ["raised True", "left []"], proc.stdout + proc.stderr
+    assert proc.stderr.strip() == ""
