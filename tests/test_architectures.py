@@ -177,6 +177,43 @@ def test_tiny_resnet_save_load_round_trip(tmp_path) -> None:
     np.testing.assert_allclose(loaded.predict_proba(patches), expected, rtol=1e-4, atol=1e-5)
 
 
+_NARROW_TRAINING_STEPS = """
+import torch
+from wsi_pipeline.models import create_model
+torch.set_num_threads(1)
+model = create_model("tiny_resnet", widths=[4, 8, 8, 16]).to(memory_format=torch.channels_last)
+x = torch.randn(8, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+for _ in range(30):
+    model(x).sum().backward()
+print("ok")
+"""
+
+
+def test_narrow_tiny_resnet_trains_channels_last_without_crashing() -> None:
+    """Reproduces a crash ("double free or corruption", SIGABRT) on an AVX2-only AMD EPYC: oneDNN's
+    weight gradient of a strided 1x1 conv with 4 input channels, channels-last, corrupts the heap.
+    Run in a subprocess so that a crash fails this test instead of killing the suite."""
+    done = subprocess.run([sys.executable, "-c", _NARROW_TRAINING_STEPS], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_strided_shortcut_equals_a_strided_1x1_conv_with_the_same_weights() -> None:
+    """The shortcut subsamples and then runs a stride-1 1x1 conv: the function (and the state-dict
+    keys) of the strided 1x1 conv it replaces, so models saved before load and score the same."""
+    torch.manual_seed(0)
+    model = create_model("tiny_resnet", widths=[4, 8, 8, 16]).eval()
+    blocks = [m for m in model.modules() if getattr(m, "stride", 1) == 2 and hasattr(m, "shortcut")]
+    assert len(blocks) == 3
+    for block in blocks:
+        conv, bn = block.shortcut
+        x = torch.randn(2, conv.in_channels, 32, 32)
+        with torch.no_grad():
+            residual = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))
+            expected = torch.relu(residual + bn(torch.nn.functional.conv2d(x, conv.weight, stride=2)))
+            torch.testing.assert_close(block(x), expected, atol=1e-6, rtol=1e-5)
+    assert sum(k.endswith("shortcut.0.weight") for k in model.state_dict()) == 3
+
+
 def test_saved_model_folder_has_ordinary_permissions(tmp_path) -> None:
     """Not mkdtemp's 0700: with umask 022 the folder is 0755 and its files 0644."""
     import os

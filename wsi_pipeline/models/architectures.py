@@ -38,10 +38,15 @@ def seed_cnn(dropout: float = 0.5, dense: int = 384, input_size: int = 96) -> nn
 
 
 class _BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with a residual shortcut (1x1 conv when shape changes)."""
+    """Two 3x3 conv-BN layers with a residual shortcut (1x1 conv when shape changes).
+
+    A strided shortcut subsamples first and then runs a stride-1 1x1 conv: the same function and the
+    same weights as a strided 1x1 conv, without oneDNN's strided 1x1 weight-gradient kernel, which
+    corrupts the heap on AVX2-only CPUs (torch 2.13, channels-last, fewer than 8 input channels)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
+        self.stride = int(stride)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
@@ -49,14 +54,13 @@ class _BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        skip = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
+        return self.relu(out + self.shortcut(skip))
 
 
 class CenterPool(nn.Module):
