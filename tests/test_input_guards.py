@@ -171,6 +171,17 @@ def _can_mount_tmpfs() -> bool:
     return probe.returncode == 0
 
 
+def _on_tiny_tmpfs(folder: Path, size: str, command: str) -> subprocess.CompletedProcess:
+    """``command`` run with a ``size`` tmpfs mounted on ``folder`` in a private mount namespace (the
+    mount is gone when the command ends)."""
+    script = f"mount -t tmpfs -o size={size} tmpfs {folder} && {command}"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True, text=True, timeout=240, env=env, cwd=PROJECT,
+    )  # fmt: skip
+
+
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare + a tmpfs mount in a private namespace")
 def test_disk_full_on_a_real_tiny_tmpfs_is_one_line(tmp_path: Path, probe_dir: Path) -> None:
     """A real full disk: ``OUT`` is a 24 KiB tmpfs mounted in a private mount namespace (gone when the
@@ -182,12 +193,7 @@ def test_disk_full_on_a_real_tiny_tmpfs_is_one_line(tmp_path: Path, probe_dir: P
         f"{sys.executable} -c 'import wsi_pipeline.testing; from wsi_pipeline.cli.infer import main; main()' "
         f"{slide} -o {out} --model {probe_dir} --device cpu --no-viewer"
     )
-    script = f"mount -t tmpfs -o size=24k tmpfs {out} && {infer}; echo rc=$?; ls -A {out}"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        capture_output=True, text=True, timeout=240, env=env, cwd=PROJECT,
-    )  # fmt: skip
+    proc = _on_tiny_tmpfs(out, "24k", f"{infer}; echo rc=$?; ls -A {out}")
     assert (
         proc.stderr.strip() == f"error: {slide}: cannot write outputs to {out / 's'}: No space left on device"
     )
@@ -221,11 +227,6 @@ def test_a_failed_zarr_write_leaves_no_write_in_flight(tmp_path: Path) -> None:
     "Future exception was never retrieved". Now the error comes when nothing else is writing."""
     out = tmp_path / "out"
     out.mkdir()
-    script = f"mount -t tmpfs -o size=64k tmpfs {out} && {sys.executable} -c '{_ZARR_ON_FULL_DISK}' {out}"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        capture_output=True, text=True, timeout=120, env=env, cwd=PROJECT,
-    )  # fmt: skip
+    proc = _on_tiny_tmpfs(out, "64k", f"{sys.executable} -c '{_ZARR_ON_FULL_DISK}' {out}")
     assert proc.stdout.split("\n")[:2] == ["raised True", "left []"], proc.stdout + proc.stderr
     assert proc.stderr.strip() == ""
