@@ -75,19 +75,20 @@ def write_array(
             compressor=_compressor(),
             overwrite=True,
         )
-    _write_chunkwise(array, data, chunks)
+    _write_chunkwise(array, data)
     array.attrs["_ARRAY_DIMENSIONS"] = list(dimension_names)
     return array
 
 
-def _write_chunkwise(array: Any, data: np.ndarray, chunks: Sequence[int]) -> None:
+def _write_chunkwise(array: Any, data: np.ndarray) -> None:
     """``array[...] = data`` one chunk per assignment, so that no chunk write is still in flight when
     one fails. (zarr 3 writes the chunks of one assignment concurrently and raises on the first
     failure while the others go on: on a full disk they kept writing into the temporary folder as it
     was removed, and logged "Future exception was never retrieved" to stderr.)"""
-    starts = [range(0, int(n), int(c)) for n, c in zip(data.shape, chunks, strict=True)]
+    chunks = [int(c) for c in array.chunks]
+    starts = [range(0, int(n), c) for n, c in zip(data.shape, chunks, strict=True)]
     for corner in itertools.product(*starts):
-        index = tuple(slice(s, s + int(c)) for s, c in zip(corner, chunks, strict=True))
+        index = tuple(slice(s, s + c) for s, c in zip(corner, chunks, strict=True))
         array[index] = data[index]
 
 
