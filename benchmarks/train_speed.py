@@ -6,7 +6,10 @@ For each architecture and precision this runs, side by side in one process,
     colour-jittered as whole batches, normalised by the serving preprocessing, then the same step
     (:func:`wsi_pipeline.training.loop.train_epoch` over a cache of real patches),
 and prints images/s, seconds per epoch of the dataset and the ratio path/network (1.0 = the data
-path costs nothing). On CUDA the cache is GPU-resident and batches are the CUDA batch size.
+path costs nothing), for each augmentation recipe: ``d4`` (flips/rotations: the study recipe,
+``wsi-train``'s default), ``d4+hed`` (plus HED stain jitter: the shipped default model's recipe,
+configs/default.yaml) and ``d4+hed+hsv`` (every colour jitter). On CUDA the cache is GPU-resident and
+batches are the CUDA batch size.
 
     python benchmarks/train_speed.py --data ../shared/data/hcd_patches
 """
@@ -32,6 +35,7 @@ from wsi_pipeline.training.loop import bce, train_epoch
 
 ARCHS = {
     "seed_cnn": {},
+    "context_cnn": {"widths": [24, 48, 96, 192], "stem": "conv"},  # a member of the default model
     "dense_cnn": {},
     "dense_cnn_d4": {"group": "d4", "widths": [8, 8, 16, 32, 32]},
 }
@@ -60,15 +64,27 @@ def network_only(
     return steps * batch / (time.perf_counter() - t0)
 
 
+RECIPES = {
+    "d4": AugmentSettings(dihedral=True),
+    "d4+hed": AugmentSettings(dihedral=True, hed=True, hed_scale=0.35, hed_shift=0.0),
+    "d4+hed+hsv": AugmentSettings(dihedral=True, hed=True, hsv=True),
+}
+
+
 def data_path(
-    model: torch.nn.Module, cache, batch: int, device: torch.device, precision: Precision, steps: int
+    model: torch.nn.Module,
+    cache,
+    batch: int,
+    device: torch.device,
+    precision: Precision,
+    steps: int,
+    augment: AugmentSettings,
 ) -> float:
     rows = np.arange(min(len(cache), batch * (steps + 1)), dtype=np.int64)
     stream = BatchStream(
         cache.images, cache.labels, rows, batch, device, 0, gpu_resident(cache.images, device)
     )
     config = ModelConfig(architecture="bench", mean=[0.7, 0.55, 0.7], std=[0.15, 0.2, 0.15])
-    augment = AugmentSettings(dihedral=True, hed=True, hsv=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     warm = BatchStream(cache.images, cache.labels, rows[:batch], batch, device, 0, stream.resident)
     train_epoch(
@@ -114,17 +130,18 @@ def main() -> None:
     precisions = [FP32]
     if device.type == "cuda" or cpu_has_native_bf16():
         precisions.append(Precision(torch.bfloat16, "bench"))
-    header = ("model", "precision", "network img/s", "path img/s", "s/epoch", "path/network")
-    print(f"{header[0]:<14}{header[1]:<10}" + "".join(f"{h:>14}" for h in header[2:]))
+    header = ("model", "precision", "augment", "network img/s", "path img/s", "s/epoch", "path/network")
+    print(f"{header[0]:<14}{header[1]:<10}{header[2]:<12}" + "".join(f"{h:>14}" for h in header[3:]))
     for name in args.models.split(","):
         arch = "dense_cnn" if name.startswith("dense_cnn") else name
         for precision in precisions:
             torch.manual_seed(0)
             model = create_model(arch, **ARCHS.get(name, {})).to(device).to(memory_format=torch.channels_last)
             net = network_only(model, batch, device, precision, args.steps)
-            path = data_path(model, cache, batch, device, precision, args.steps)
-            figures = (net, path, n_epoch / path, path / net)
-            print(f"{name:<14}{precision.name:<10}" + "".join(f"{v:>14.2f}" for v in figures))
+            for recipe, augment in RECIPES.items():
+                path = data_path(model, cache, batch, device, precision, args.steps, augment)
+                figures = (net, path, n_epoch / path, path / net)
+                print(f"{name:<14}{precision.name:<10}{recipe:<12}" + "".join(f"{v:>14.2f}" for v in figures))
 
 
 if __name__ == "__main__":

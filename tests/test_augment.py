@@ -163,3 +163,33 @@ def test_bad_augment_settings_are_refused_by_name(settings, message) -> None:
 
     with pytest.raises(OptionError, match=message):
         TrainConfig(augment=settings)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc_uint8"])
+def test_per_sample_and_grouped_views_agree(layout: str) -> None:
+    """The CPU path (one copy per sample) and the accelerator path (samples grouped by view) give
+    the same batch, in both layouts the training path uses."""
+    from wsi_pipeline.d4 import NCHW, grouped_views, per_sample_views
+
+    x = _batch(24)
+    dims = NCHW
+    if layout == "nhwc_uint8":
+        x, dims = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous(), NHWC
+    ks = torch.arange(24) % 8
+    a, b = per_sample_views(x, ks, dims), grouped_views(x, ks, dims)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, x)
+    for i in range(len(x)):
+        assert torch.equal(a[i : i + 1], dihedral(x[i : i + 1], int(ks[i]), dims))
+
+
+def test_augmenter_on_uint8_patches_equals_augmenting_their_floats() -> None:
+    """The training path takes the views on uint8 NHWC pixels; the result equals converting first."""
+    from wsi_pipeline.models.preprocess import patches_to_float
+
+    patches = (_batch(16) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    on = AugmentSettings(dihedral=True, hed=True, hsv=True, shift=3)
+    direct = Augmenter(on, seed=5).patches(patches)
+    via_float = Augmenter(on, seed=5)(patches_to_float(patches))
+    assert torch.equal(direct, via_float)
+    assert not torch.equal(direct, patches_to_float(patches))

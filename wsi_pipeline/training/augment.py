@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from wsi_pipeline.d4 import random_dihedral
+from wsi_pipeline.d4 import NHWC, random_dihedral
 from wsi_pipeline.errors import OptionError
 from wsi_pipeline.hed import stain_transform
+from wsi_pipeline.models.preprocess import patches_to_float
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -152,9 +153,20 @@ class Augmenter:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.settings.dihedral:
+            x = random_dihedral(x, self.generator)
+        return self._after_views(x)
+
+    def patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC patches -> augmented float NCHW in [0, 1]: the same as
+        ``self(patches_to_float(patches))``, with the dihedral views taken on the uint8 pixels (a
+        quarter of the bytes to move; the training path)."""
+        if self.settings.dihedral:
+            patches = random_dihedral(patches, self.generator, NHWC)
+        return self._after_views(patches_to_float(patches))
+
+    def _after_views(self, x: torch.Tensor) -> torch.Tensor:
         s, g = self.settings, self.generator
-        if s.dihedral:
-            x = random_dihedral(x, g)
         if s.shift:
             x = random_shift(x, s.shift, g)
         if s.hed:

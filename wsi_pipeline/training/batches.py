@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from wsi_pipeline.models.config import ModelConfig
-from wsi_pipeline.models.preprocess import normalise_float, patches_to_float
+from wsi_pipeline.models.preprocess import normalise_float
 from wsi_pipeline.training.augment import Augmenter, AugmentSettings, random_crop_nhwc
 
 #: Keep at least this share of free GPU memory for the network when copying the cache to the GPU.
@@ -122,4 +122,4 @@ class BatchTransform:
             patches = random_crop_nhwc(
                 patches, self.config.center_crop, self.crop_jitter, self.crop_generator
             )
-        return normalise_float(self.augmenter(patches_to_float(patches)), self.config)
+        return normalise_float(self.augmenter.patches(patches), self.config)
