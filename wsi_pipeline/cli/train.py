@@ -128,6 +128,15 @@ def config_default(name: str) -> str:
     cls=ConfigOption,
     help="torch.compile the network (needs a C++ compiler on CPU; minutes of start-up).",
 )
+@click.option(
+    "--distill-from",
+    cls=ConfigOption,
+    type=click.Path(path_type=str),
+    help="Teacher model folder: train on labels blended with its probabilities (knowledge distillation).",
+)
+@click.option(
+    "--distill-weight", cls=ConfigOption, type=float, help="Teacher's share of the targets, 0-1."
+)
 def train_command(
     data_path: Path,
     model: str | None,

@@ -69,6 +69,10 @@ class TrainConfig:
     cuda_batch_size: int | None = 1024
     #: torch.compile the network (needs a C++ compiler on CPU; minutes of start-up).
     compile: bool = False
+    #: Knowledge distillation: a model folder whose calibrated probabilities are blended into the
+    #: training targets with ``distill_weight`` (see :mod:`wsi_pipeline.training.distill`); None: off.
+    distill_from: str | None = None
+    distill_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
@@ -153,6 +157,14 @@ class TrainConfig:
                 "cuda_batch_size must be null or an integer >= 2",
             ),
             (isinstance(self.compile, bool), "compile must be true or false"),
+            (
+                self.distill_from is None or (isinstance(self.distill_from, str) and bool(self.distill_from)),
+                "distill_from must be null or a model folder",
+            ),
+            (
+                _is_num(self.distill_weight) and 0 <= self.distill_weight <= 1,
+                "distill_weight must be in [0, 1]",
+            ),
         ]
         for ok, message in checks:
             if not ok:

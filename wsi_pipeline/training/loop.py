@@ -108,7 +108,7 @@ def train_epoch(
             average.update(model)
         n = len(targets)
         loss_sum += loss.detach().double() * n
-        correct += ((logits.detach() > 0).float() == targets).sum()
+        correct += ((logits.detach() > 0) == (targets > 0.5)).sum()  # soft targets: their side of 0.5
         seen += n
         if on_step is not None:
             on_step(n)

@@ -29,6 +29,7 @@ from wsi_pipeline.precision import Precision, choose_precision
 from wsi_pipeline.training.batches import BatchStream, BatchTransform, gpu_resident
 from wsi_pipeline.training.config import TrainConfig
 from wsi_pipeline.training.data import TrainData, prepare_data
+from wsi_pipeline.training.distill import training_targets
 from wsi_pipeline.training.loop import WeightAverage, bce, check_finite, train_epoch
 from wsi_pipeline.training.run_folder import BEST_CKPT, LAST_CKPT, LAST_MODEL_DIR, MODEL_DIR, RunFolder
 from wsi_pipeline.training.schedules import lr_at, scaled_lr
@@ -126,7 +127,8 @@ def train(
             scaled_lr(config.lr, config.batch_size, config.cuda_batch_size),
         )
     resident = gpu_resident(data.images, device)
-    stream = BatchStream(data.images, data.labels, data.train_rows, batch_size, device, config.seed, resident)
+    targets = training_targets(config, data, device, say)  # hard labels, or distilled
+    stream = BatchStream(data.images, targets, data.train_rows, batch_size, device, config.seed, resident)
     optimizer = make_optimizer(config, model, lr)
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     state = RunState()
