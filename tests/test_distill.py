@@ -113,3 +113,23 @@ def test_cli_distills_from_a_teacher_and_refuses_a_leaking_one(
     assert _cli([*base, "-o", str(tmp_path / "bad")], monkeypatch) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "validation patches" in err and "\n" not in err, err
+
+
+def test_the_split_check_follows_a_config_json_path_and_warns_without_hashes(
+    dataset: Path, teacher: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    data = _data(dataset, tmp_path, SPLIT + 1)
+    with pytest.raises(OptionError, match="validation patches"):  # config.json names the same folder
+        distill_targets(
+            teacher / "config.json", data.images, data.labels, data.train_rows, data.val_rows, 0.5,
+            torch.device("cpu"),
+        )  # fmt: skip
+    bare = tmp_path / "bare"
+    shutil.copytree(teacher, bare)
+    (bare / "train_patches.u64").unlink()
+    lines: list[str] = []
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 1, "distill_from": str(bare)})
+    train(dataset, cfg, tmp_path / "run", progress=False, echo=lines.append)
+    assert any(line.startswith("warning:") and "cannot be checked" in line for line in lines), lines

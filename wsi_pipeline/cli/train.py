@@ -134,9 +134,7 @@ def config_default(name: str) -> str:
     type=click.Path(path_type=str),
     help="Teacher model folder: train on labels blended with its probabilities (knowledge distillation).",
 )
-@click.option(
-    "--distill-weight", cls=ConfigOption, type=float, help="Teacher's share of the targets, 0-1."
-)
+@click.option("--distill-weight", cls=ConfigOption, type=float, help="Teacher's share of the targets, 0-1.")
 def train_command(
     data_path: Path,
     model: str | None,

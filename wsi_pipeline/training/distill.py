@@ -18,7 +18,7 @@ import torch
 
 from wsi_pipeline.data.hashes import count_known, patch_hashes
 from wsi_pipeline.errors import OptionError
-from wsi_pipeline.models.io import load_model, read_train_hashes
+from wsi_pipeline.models.io import load_model, model_folder, read_train_hashes
 from wsi_pipeline.training.config import TrainConfig
 from wsi_pipeline.training.data import TrainData
 
@@ -32,10 +32,30 @@ def training_targets(
     if not config.distill_from:
         return data.labels
     say(f"distilling from {config.distill_from} (weight {config.distill_weight}): scoring training patches")
+    if read_train_hashes(model_folder(config.distill_from)) is None:
+        say(
+            f"warning: {config.distill_from} records no training patches (train_patches.u64), so its "
+            "overlap with this run's validation split cannot be checked"
+        )
     return distill_targets(
         config.distill_from, data.images, data.labels, data.train_rows, data.val_rows,
         config.distill_weight, device,
     )  # fmt: skip
+
+
+def check_teacher_split(teacher_dir: Path | str, images: np.ndarray, val_rows: np.ndarray) -> bool:
+    """Raise :class:`OptionError` when the teacher was trained on any of ``val_rows``; ``False`` when
+    it records no training patches (nothing to check against), ``True`` when checked clean."""
+    known = read_train_hashes(model_folder(teacher_dir))
+    if known is None:
+        return False
+    seen = count_known(patch_hashes(images, val_rows), known) if len(val_rows) else 0
+    if seen:
+        raise OptionError(
+            f"distill_from {teacher_dir}: the teacher was trained on {seen} of this run's "
+            f"{len(val_rows)} validation patches; use its split (split_seed) or another teacher"
+        )
+    return True
 
 
 def distill_targets(
@@ -50,14 +70,7 @@ def distill_targets(
     """float32 targets for every row of ``images``: blended on ``train_rows``, hard elsewhere."""
     with torch.random.fork_rng(devices=[]):  # building the teacher must not move the run's random stream
         teacher = load_model(teacher_dir, device)
-    known = read_train_hashes(Path(teacher_dir))
-    if known is not None and len(val_rows):
-        seen = count_known(patch_hashes(images, val_rows), known)
-        if seen:
-            raise OptionError(
-                f"distill_from {teacher_dir}: the teacher was trained on {seen} of this run's "
-                f"{len(val_rows)} validation patches; use its split (split_seed) or another teacher"
-            )
+    check_teacher_split(teacher_dir, images, val_rows)
     targets = np.asarray(labels, dtype=np.float32).copy()
     probs = np.empty(len(train_rows), dtype=np.float32)
     with torch.inference_mode():
