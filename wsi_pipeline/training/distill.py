@@ -32,14 +32,9 @@ def training_targets(
     if not config.distill_from:
         return data.labels
     say(f"distilling from {config.distill_from} (weight {config.distill_weight}): scoring training patches")
-    if read_train_hashes(model_folder(config.distill_from)) is None:
-        say(
-            f"warning: {config.distill_from} records no training patches (train_patches.u64), so its "
-            "overlap with this run's validation split cannot be checked"
-        )
     return distill_targets(
         config.distill_from, data.images, data.labels, data.train_rows, data.val_rows,
-        config.distill_weight, device,
+        config.distill_weight, device, say,
     )  # fmt: skip
 
 
@@ -66,11 +61,16 @@ def distill_targets(
     val_rows: np.ndarray,
     weight: float,
     device: torch.device,
+    say: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """float32 targets for every row of ``images``: blended on ``train_rows``, hard elsewhere."""
     with torch.random.fork_rng(devices=[]):  # building the teacher must not move the run's random stream
         teacher = load_model(teacher_dir, device)
-    check_teacher_split(teacher_dir, images, val_rows)
+    if not check_teacher_split(teacher_dir, images, val_rows) and say is not None:
+        say(
+            f"warning: {teacher_dir} records no training patches (train_patches.u64), so its "
+            "overlap with this run's validation split cannot be checked"
+        )
     targets = np.asarray(labels, dtype=np.float32).copy()
     probs = np.empty(len(train_rows), dtype=np.float32)
     with torch.inference_mode():
