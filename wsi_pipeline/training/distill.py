@@ -22,7 +22,8 @@ from wsi_pipeline.models.io import load_model, model_folder, read_train_hashes
 from wsi_pipeline.training.config import TrainConfig
 from wsi_pipeline.training.data import TrainData
 
-BATCH = 256
+#: Training patches read from the cache at a time (bounded memory for the 220k/327k-patch sets).
+CHUNK = 4096
 
 
 def training_targets(
@@ -73,12 +74,9 @@ def distill_targets(
         )
     targets = np.asarray(labels, dtype=np.float32).copy()
     probs = np.empty(len(train_rows), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(train_rows), BATCH):
-            rows = np.sort(train_rows[start : start + BATCH])
-            order = np.argsort(np.argsort(train_rows[start : start + BATCH]))
-            batch = torch.from_numpy(np.ascontiguousarray(images[rows])).to(device)
-            p = teacher.probability(teacher.module(teacher.preprocess(batch)).float().reshape(-1))
-            probs[start : start + len(rows)] = p.cpu().numpy()[order]
+    for start in range(0, len(train_rows), CHUNK):  # sorted reads from the memory-mapped cache
+        part = train_rows[start : start + CHUNK]
+        order = np.argsort(np.argsort(part))
+        probs[start : start + len(part)] = teacher.predict_proba(images[np.sort(part)])[order]
     targets[train_rows] = (1.0 - weight) * targets[train_rows] + weight * probs
     return targets
