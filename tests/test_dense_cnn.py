@@ -33,10 +33,12 @@ def test_d4_tables_describe_the_group() -> None:
             assert torch.equal(dihedral(dihedral(x, b), a), dihedral(x, D4_PRODUCT[a][b]))
 
 
-@pytest.mark.parametrize("group", ["none", "d4"])
-def test_one_dense_pass_equals_scoring_each_tile(group: str) -> None:
+@pytest.mark.parametrize(
+    ("group", "depths"), [("none", (2, 1, 3)), ("d4", (2, 1, 3)), ("none", (2, 3, 2)), ("none", (4, 2, 2))]
+)
+def test_one_dense_pass_equals_scoring_each_tile(group: str, depths: tuple[int, int, int]) -> None:
     torch.manual_seed(0)
-    model = _trained_like(create_model("dense_cnn", group=group, **SMALL))
+    model = _trained_like(create_model("dense_cnn", group=group, depths=depths, **SMALL))
     rows, cols = 5, 7
     region = torch.rand(1, 3, DENSE_TILE + (rows - 1) * DENSE_STRIDE, DENSE_TILE + (cols - 1) * DENSE_STRIDE)
     with torch.no_grad():
@@ -107,6 +109,9 @@ def test_group_batch_norm_statistics_are_shared_by_orientations() -> None:
         ({"widths": [8, 8, 8]}, "5 positive widths"),
         ({"group": "c4"}, "group must be"),
         ({"dropout": 1.5}, "dropout"),
+        ({"depths": [2, 2, 2]}, "do not pool evenly"),  # 48 -> 44 -> 22 -> 18 -> 9: odd
+        ({"depths": [2, 3]}, "3 positive stage depths"),
+        ({"depths": [4, 4, 4]}, "do not pool evenly"),  # too deep for 96 px
     ],
 )
 def test_bad_arguments_are_refused(kwargs: dict, message: str) -> None:

@@ -13,6 +13,10 @@ are read off that map. Layers (``widths = (w0, ..., w4)``, sizes for one 96 px t
     s8     3 x 3x3 conv, pool        10 -> 2      w3
     head   2x2 conv (a dense layer over the 2x2 map), dropout, 1x1 conv -> 1 logit
 
+``depths`` sets the 3x3 convs per pooled stage (above: ``(2, 1, 3)``); any that pool evenly work,
+e.g. ``(2, 3, 2)`` (48 -> 44 -> 22 -> 16 -> 8 -> 4 -> 2) or ``(4, 2, 2)``, the head then covering
+what is left. Deep low-resolution stages cost most in a dense pass (their windows overlap most).
+
 ``group="d4"`` makes the network invariant to the 8 rotations/flips of the patch by
 construction (P4M group convolutions with tied weights, Cohen & Welling 2016; on PCam:
 Veeling et al. 2018): each ``w`` then counts orientation-channel groups of 8. For inference it
@@ -38,22 +42,22 @@ DENSE_STRIDE = 16
 GROUP_ORDER = 8
 
 
-def _layer_plan(widths: Sequence[int]) -> list[tuple[str, int, int, int]]:
-    """``(kind, c_in, c_out, kernel)`` for every conv (kind 'conv') and pool (kind 'pool')."""
-    w0, w1, w2, w3, w4 = (int(w) for w in widths)
-    return [
-        ("stem", 3, w0, 2),
-        ("conv", w0, w1, 3),
-        ("conv", w1, w1, 3),
-        ("pool", 0, 0, 2),
-        ("conv", w1, w2, 3),
-        ("pool", 0, 0, 2),
-        ("conv", w2, w3, 3),
-        ("conv", w3, w3, 3),
-        ("conv", w3, w3, 3),
-        ("pool", 0, 0, 2),
-        ("conv", w3, w4, 2),
-    ]
+def _layer_plan(widths: Sequence[int], depths: Sequence[int] = (2, 1, 3)) -> list[tuple[str, int, int, int]]:
+    """``(kind, c_in, c_out, kernel)`` for every conv (kind 'conv') and pool (kind 'pool'):
+    the stem, ``depths[i]`` 3x3 convs then a 2x2 pool per stage, and a head conv over what is left."""
+    w0, *stage_widths, w4 = (int(w) for w in widths)
+    if len(depths) != 3 or any(int(d) < 1 for d in depths):
+        raise ValueError(f"dense_cnn needs 3 positive stage depths, got {list(depths)}")
+    plan = [("stem", 3, w0, 2)]
+    side, c_in = DENSE_TILE // 2, w0
+    for depth, width in zip(depths, stage_widths, strict=True):
+        side -= 2 * int(depth)
+        if side < 2 or side % 2:
+            raise ValueError(f"dense_cnn depths {list(depths)} do not pool evenly on a {DENSE_TILE} px tile")
+        plan += [("conv", c_in if i == 0 else width, width, 3) for i in range(int(depth))]
+        plan.append(("pool", 0, 0, 2))
+        side, c_in = side // 2, width
+    return [*plan, ("conv", c_in, w4, side)]
 
 
 class _Dense(nn.Module):
@@ -80,7 +84,9 @@ class DenseCNN(_Dense):
 
     layers: nn.Sequential  # the trainable network; its inference copy may be an fx graph
 
-    def __init__(self, widths: Sequence[int], dropout: float, group: str) -> None:
+    def __init__(
+        self, widths: Sequence[int], dropout: float, group: str, depths: Sequence[int] = (2, 1, 3)
+    ) -> None:
         super().__init__()
         if len(widths) != 5 or any(int(w) < 1 for w in widths):
             raise ValueError(f"dense_cnn needs 5 positive widths, got {list(widths)}")
@@ -90,7 +96,7 @@ class DenseCNN(_Dense):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.group = group
         layers: list[nn.Module] = []
-        for kind, c_in, c_out, k in _layer_plan(widths):
+        for kind, c_in, c_out, k in _layer_plan(widths, depths):
             if kind == "pool":
                 layers.append(nn.MaxPool2d(2))
                 continue
@@ -244,8 +250,12 @@ def plain_layers(layers: nn.Sequential) -> nn.Sequential:
 
 @register_model("dense_cnn")
 def dense_cnn(
-    widths: Sequence[int] = (32, 48, 96, 192, 256), dropout: float = 0.3, group: str = "none"
+    widths: Sequence[int] = (32, 48, 96, 192, 256),
+    dropout: float = 0.3,
+    group: str = "none",
+    depths: Sequence[int] = (2, 1, 3),
 ) -> nn.Module:
     """Dense-capable CNN for 96 px patches (see the module docstring): ~230 MFLOP per tile at the
-    default widths; ``group="d4"`` for rotation/flip invariance (widths count groups of 8)."""
-    return DenseCNN(tuple(int(w) for w in widths), dropout, group)
+    default widths; ``group="d4"`` for rotation/flip invariance (widths count groups of 8);
+    ``depths``: 3x3 convs in each of the three pooled stages (any that pool evenly, e.g. (2, 3, 2))."""
+    return DenseCNN(tuple(int(w) for w in widths), dropout, group, tuple(int(d) for d in depths))
