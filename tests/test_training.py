@@ -224,6 +224,40 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(
     assert again.epochs_run == 1 and (tmp_path / "run" / "model").is_dir()
 
 
+def test_mixup_blends_inputs_and_targets_alike() -> None:
+    from wsi_pipeline.training.loop import Mixup
+
+    targets = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    inputs = targets.reshape(-1, 1, 1, 1).expand(-1, 3, 4, 4) * 2.0 - 1.0  # each image encodes its label
+    mixed, mixed_targets = Mixup(0.4, seed=3)(inputs, targets)
+    assert torch.allclose(mixed, mixed_targets.reshape(-1, 1, 1, 1) * 2.0 - 1.0)  # same lam, same partner
+    assert not torch.equal(mixed_targets, targets) and mixed_targets.min() >= 0 and mixed_targets.max() <= 1
+    assert torch.equal(Mixup(0.4, seed=3)(inputs, targets)[0], mixed)  # seeded
+
+
+def test_mixup_run_is_seeded_and_resumes_exactly(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    from wsi_pipeline.training import trainer
+
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 2, "mixup": 0.4})
+    full = train(dataset, cfg, tmp_path / "full", progress=False)
+    plain = train(dataset, TrainConfig.from_dict({**TINY, "epochs": 2}), tmp_path / "plain", progress=False)
+    assert full.history[0]["train_loss"] != pytest.approx(plain.history[0]["train_loss"], rel=1e-4)
+    real, calls = trainer.train_epoch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(dataset, cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(trainer, "train_epoch", real)
+    resumed = train(dataset, cfg, tmp_path / "run", resume=True, progress=False)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+
+
 def test_diverging_run_stops_and_saves_no_model(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """A learning rate that blows the weights up: a one-line error, exit 1, no model written."""
     cfg_path = tmp_path / "boom.yaml"
@@ -268,6 +302,7 @@ def test_early_stopping_stops_when_validation_loss_stalls(dataset: Path, tmp_pat
         ({"optimizer": "lbfgs"}, "optimizer must be"),
         ({"stain_normalization": "vahadane"}, "stain_normalization"),
         ({"center_crop": 200}, "center_crop"),
+        ({"mixup": -0.2}, "mixup must be >= 0"),
         ({"learning_rate": 0.1}, r"unknown setting\(s\) \['learning_rate'\]"),
         ({"augment": {"rotate": True}}, r"augment: unknown setting\(s\) \['rotate'\]"),
     ],

@@ -37,6 +37,9 @@ class TrainConfig:
     lr_schedule: str = "exponential"
     lr_decay: float = 0.9
     label_smoothing: float = 0.0
+    #: mixup's Beta(alpha, alpha) parameter (0: off): each batch is blended with a shuffled copy of
+    #: itself, inputs and targets alike.
+    mixup: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
     #: Seed of the train/validation split (None: ``seed``). Fixing it while changing ``seed`` trains
@@ -109,6 +112,7 @@ class TrainConfig:
                 _is_num(self.label_smoothing) and 0 <= self.label_smoothing < 0.5,
                 "label_smoothing must be in [0, 0.5)",
             ),
+            (_is_num(self.mixup) and self.mixup >= 0, f"mixup must be >= 0, got {self.mixup!r}"),
             (
                 _is_num(self.val_fraction) and 0 < self.val_fraction < 1,
                 f"val_fraction must be in (0, 1), got {self.val_fraction!r}",

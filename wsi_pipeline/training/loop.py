@@ -69,6 +69,23 @@ def bce(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> 
     return nn.functional.binary_cross_entropy_with_logits(logits, targets)
 
 
+class Mixup:
+    """mixup (Zhang et al. 2018): a batch becomes ``lam * x + (1 - lam) * x[perm]``, its targets
+    alike, with ``lam ~ Beta(alpha, alpha)`` drawn per batch from a seeded stream (so a resumed
+    epoch mixes the same way)."""
+
+    def __init__(self, alpha: float, seed: int) -> None:
+        self.alpha = float(alpha)
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lam = float(self.rng.beta(self.alpha, self.alpha))
+        perm = torch.randperm(len(targets), generator=self.generator).to(targets.device)
+        mixed = inputs * lam + inputs[perm] * (1.0 - lam)
+        return mixed, targets * lam + targets[perm] * (1.0 - lam)
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -80,6 +97,7 @@ def train_epoch(
     smoothing: float = 0.0,
     average: WeightAverage | None = None,
     on_step: StepFn | None = None,
+    mix: Mixup | None = None,
 ) -> EpochResult:
     """One pass over ``stream``; raises :class:`TrainingDivergedError` on a non-finite loss (before
     the step that would spread it into the weights)."""
@@ -93,6 +111,8 @@ def train_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr_at_step(step)
         inputs = transform(patches)
+        if mix is not None:
+            inputs, targets = mix(inputs, targets)
         with precision.autocast(device):
             logits = model(inputs).float().reshape(-1)
         loss = bce(logits, targets, smoothing)

@@ -30,7 +30,7 @@ from wsi_pipeline.training.batches import BatchStream, BatchTransform, gpu_resid
 from wsi_pipeline.training.config import TrainConfig
 from wsi_pipeline.training.data import TrainData, prepare_data
 from wsi_pipeline.training.distill import training_targets
-from wsi_pipeline.training.loop import WeightAverage, bce, check_finite, train_epoch
+from wsi_pipeline.training.loop import Mixup, WeightAverage, bce, check_finite, train_epoch
 from wsi_pipeline.training.run_folder import BEST_CKPT, LAST_CKPT, LAST_MODEL_DIR, MODEL_DIR, RunFolder
 from wsi_pipeline.training.schedules import lr_at, scaled_lr
 from wsi_pipeline.training.state import RunState, checkpoint, restore
@@ -218,6 +218,7 @@ def _run_epoch(
             config.label_smoothing,
             average,
             on_step=(lambda n: bar.update(1)) if bar is not None else None,
+            mix=Mixup(config.mixup, config.seed * 1000 + epoch + 29) if config.mixup else None,
         )
     finally:
         if bar is not None:
