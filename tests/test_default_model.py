@@ -61,3 +61,18 @@ def test_default_model_scores_real_tumour_patches_higher(shared_data) -> None:
     tumour, normal = probs[labels == 1], probs[labels == 0]
     assert tumour.mean() > normal.mean() + 0.3
     assert ((probs >= 0.5) == labels).mean() > 0.75
+
+
+def test_shipped_models_are_found_by_name(tmp_path, monkeypatch) -> None:
+    from wsi_pipeline.errors import ModelError
+    from wsi_pipeline.models.io import model_folder, shipped_models
+
+    assert "default" in shipped_models()
+    monkeypatch.chdir(tmp_path)
+    assert model_folder("default") == default_model_dir()  # no local folder of that name
+    assert load_model("default").weights_sha256 == load_model(None).weights_sha256
+    local = tmp_path / "default"
+    local.mkdir()
+    assert model_folder("default") == local.relative_to(tmp_path)  # a local path wins over a name
+    with pytest.raises(ModelError, match=r"nope: model folder not found .*shipped models: default"):
+        model_folder("nope")

@@ -142,7 +142,10 @@ def run_cli(command: click.Command) -> None:
 
 
 def model_option(
-    help: str = "Model folder (model.safetensors + config.json); default: the shipped model.",
+    help: str = (
+        "Model folder (model.safetensors + config.json) or the name of a shipped model "
+        "(default, dense); default: the shipped default model."
+    ),
     dest: str = "model_path",
 ) -> Callable[[F], F]:
     """``--model PATH``: a saved model folder (``None``: the shipped default)."""

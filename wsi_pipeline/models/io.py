@@ -20,7 +20,8 @@ from wsi_pipeline.models.finite import describe_names, non_finite_tensors
 from wsi_pipeline.models.preprocess import preprocess_patches
 from wsi_pipeline.models.registry import create_model
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+SHIPPED_MODELS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL_DIR = SHIPPED_MODELS_DIR / "default"
 #: Sorted uint64 content hashes (:func:`wsi_pipeline.data.hashes.patch_hashes`) of the training patches.
 TRAIN_HASHES_FILENAME = "train_patches.u64"
 
@@ -28,6 +29,13 @@ TRAIN_HASHES_FILENAME = "train_patches.u64"
 def default_model_dir() -> Path:
     """Folder of the default model shipped inside the package."""
     return DEFAULT_MODEL_DIR
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped inside the package (``--model NAME``), e.g. ``default``."""
+    if not SHIPPED_MODELS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_MODELS_DIR.iterdir() if (p / CONFIG_FILENAME).is_file())
 
 
 def file_sha256(path: Path) -> str:
@@ -116,8 +124,11 @@ def read_train_hashes(folder: Path) -> np.ndarray | None:
 
 def model_folder(path: Path | str | None = None) -> Path:
     """The model folder ``path`` names (a folder or its ``config.json``; ``None``: the shipped
-    default), checked to exist without loading anything."""
+    default; a bare name that is no local path: the shipped model of that name), checked to exist
+    without loading anything."""
     folder = Path(path) if path is not None else default_model_dir()
+    if path is not None and not folder.exists() and str(path) in shipped_models():
+        folder = SHIPPED_MODELS_DIR / str(path)
     if folder.is_file() and folder.name == CONFIG_FILENAME:
         folder = folder.parent
     if not folder.is_dir():
@@ -125,8 +136,10 @@ def model_folder(path: Path | str | None = None) -> Path:
             raise ModelError(
                 f"{folder}: model folder not found: no default model installed; give one with --model"
             )
+        names = ", ".join(shipped_models()) or "none"
         raise ModelError(
-            f"{folder}: model folder not found (expected {WEIGHTS_FILENAME} + {CONFIG_FILENAME})"
+            f"{folder}: model folder not found (expected {WEIGHTS_FILENAME} + {CONFIG_FILENAME}; "
+            f"shipped models: {names})"
         )
     return folder
 
