@@ -76,3 +76,19 @@ def test_shipped_models_are_found_by_name(tmp_path, monkeypatch) -> None:
     assert model_folder("default") == local.relative_to(tmp_path)  # a local path wins over a name
     with pytest.raises(ModelError, match=r"nope: model folder not found .*shipped models: default"):
         model_folder("nope")
+
+
+def test_shipped_dense_model_is_described_by_its_config() -> None:
+    """The second shipped model (`--model dense`): dense-capable, same split as the default, fitted
+    calibration and lesion rule, recorded validation figures."""
+    model = load_model("dense")
+    cfg = model.config
+    assert cfg.architecture == "dense_cnn" and hasattr(model.module, "dense")
+    assert cfg.patch_size == 96 and cfg.center_crop is None and cfg.mpp == pytest.approx(PCAM_MPP)
+    assert cfg.data["n"] == 9491 and cfg.data["split"]["seed"] == 0  # the default's split
+    assert cfg.metrics["split"] == "validation" and cfg.metrics["n"] == 950 and cfg.metrics["auc"] > 0.95
+    assert cfg.calibration is not None and cfg.decision_rule is not None
+    assert cfg.decision_rule.fitted_on["status"] == "met"
+    assert cfg.decision_rule.fitted_on["patches"].startswith("the model's validation split")
+    assert sum(p.stat().st_size for p in model.path.iterdir()) < 10 * 1024 * 1024
+    assert (model.path / "MODEL_CARD.md").is_file()

@@ -146,3 +146,14 @@ def test_run_slide_uses_stride_32_and_dense_for_a_dense_model(
     assert summary["inference"]["mode"] == "dense x1"
     assert summary["inference"]["precision"] == "float32"
     assert summary["inference"]["precision_reason"] == "requested"
+
+
+def test_shipped_dense_model_qualifies_and_matches_tile_by_tile(mosaic: Path) -> None:
+    """`--model dense` (real trained weights): stride 32 by default, one dense pass equal to scoring
+    every tile by itself."""
+    model = load_model("dense")
+    assert default_stride(model.module, model.config.patch_size) == 32
+    cells, dense, tiles = _dense_and_tiles(model, mosaic, 32)
+    assert dense.stats.mode == "dense x1" and tiles.stats.mode == "tiles"
+    assert len(cells) > 20 and tiles.probs.std() > 1e-3
+    assert float(np.abs(dense.probs - tiles.probs).max()) <= TOLERANCE

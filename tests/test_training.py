@@ -90,6 +90,11 @@ def test_default_model_members_differ_only_in_seed() -> None:
     assert a["augment"]["hed"] and a["augment"]["hed_scale"] == 0.35 and a["ema_decay"] == 0.999
     differing = {key for key in a if a[key] != b[key]}
     assert differing == {"seed"}
+    dense = TrainConfig.from_yaml(configs / "dense.yaml").to_dict()  # the shipped `--model dense`
+    assert dense["model"] == "dense_cnn" and {key for key in a if a[key] != dense[key]} == {
+        "model",
+        "model_kwargs",
+    }
 
 
 def test_learning_rate_decays() -> None:
