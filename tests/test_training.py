@@ -191,14 +191,15 @@ def test_resume_continues_from_the_last_checkpoint(dataset: Path, tmp_path: Path
     assert summary["epochs_run"] == 2
 
 
-@pytest.mark.parametrize("interrupt_in_epoch", [1, 2])
+@pytest.mark.parametrize(("interrupt_in_epoch", "mixup"), [(1, 0.0), (2, 0.0), (2, 0.4)])
 def test_interrupted_run_resumes_to_the_uninterrupted_result(
-    dataset: Path, tmp_path: Path, monkeypatch, interrupt_in_epoch: int
+    dataset: Path, tmp_path: Path, monkeypatch, interrupt_in_epoch: int, mixup: float
 ) -> None:
-    """Ctrl-C in epoch 1 (no checkpoint yet) or later: --resume finishes with the same weights."""
+    """Ctrl-C in epoch 1 (no checkpoint yet) or later: --resume finishes with the same weights
+    (also with mixup, whose blending is seeded per epoch)."""
     from wsi_pipeline.training import trainer
 
-    cfg = TrainConfig.from_dict({**TINY, "epochs": 3})
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 3, "mixup": mixup})
     full = train(dataset, cfg, tmp_path / "full", progress=False)
     real, calls = trainer.train_epoch, []
 
@@ -240,27 +241,13 @@ def test_mixup_blends_inputs_and_targets_alike() -> None:
     assert torch.equal(Mixup(0.4, seed=3)(inputs, targets)[0], mixed)  # seeded
 
 
-def test_mixup_run_is_seeded_and_resumes_exactly(dataset: Path, tmp_path: Path, monkeypatch) -> None:
-    from wsi_pipeline.training import trainer
-
-    cfg = TrainConfig.from_dict({**TINY, "epochs": 2, "mixup": 0.4})
-    full = train(dataset, cfg, tmp_path / "full", progress=False)
-    plain = train(dataset, TrainConfig.from_dict({**TINY, "epochs": 2}), tmp_path / "plain", progress=False)
-    assert full.history[0]["train_loss"] != pytest.approx(plain.history[0]["train_loss"], rel=1e-4)
-    real, calls = trainer.train_epoch, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(dataset, cfg, tmp_path / "run", progress=False)
-    monkeypatch.setattr(trainer, "train_epoch", real)
-    resumed = train(dataset, cfg, tmp_path / "run", resume=True, progress=False)
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+def test_mixup_changes_training(dataset: Path, tmp_path: Path) -> None:
+    """mixup reaches the training step (its exact resume is in the interrupted-run test)."""
+    mixed = train(
+        dataset, TrainConfig.from_dict({**TINY, "epochs": 1, "mixup": 0.4}), tmp_path / "m", progress=False
+    )
+    plain = train(dataset, TrainConfig.from_dict({**TINY, "epochs": 1}), tmp_path / "plain", progress=False)
+    assert mixed.history[0]["train_loss"] != pytest.approx(plain.history[0]["train_loss"], rel=1e-4)
 
 
 def test_diverging_run_stops_and_saves_no_model(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
